@@ -1,0 +1,84 @@
+//! Seeded bugs: real mistakes, each switchable at run time, that the checks
+//! must catch. The suite enables each in turn and fails if its scenario still
+//! passes (`cargo xtask loom --list-bugs`, `--bug NAME`).
+
+/// One seeded mistake.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Bug {
+    /// Xen: a queue change does not invalidate the old queue's stale tail, so
+    /// a later event for the old queue is linked behind an event now on the
+    /// new one (the reason for `if ( old_q->tail == port ) old_q->tail = 0;`).
+    NoTailInvalidation,
+    /// Xen: set-pending locks only the new queue, not the event's last queue.
+    SkipOldQueueLock,
+    /// Xen: the two queue locks are taken new-then-old instead of in address
+    /// order, so two events moving in opposite directions deadlock.
+    LockOrderInverted,
+    /// Xen: an event still LINKED on its old queue is linked onto the routed
+    /// queue as well, instead of staying where it is.
+    RouteLinkedToNewQueue,
+    /// Xen: a port still LINKED on a queue is handed out again by allocation
+    /// (`evtchn_fifo_is_busy` ignored), so the new channel's first event
+    /// lands on the old channel's queue.
+    ReuseLinkedPort,
+    /// Xen: routing picks a running vCPU outside the channel's set.
+    RouteIgnoresSet,
+    /// Guest: LINKED is cleared by a plain store after the link was read, so a
+    /// link Xen appends in between is lost (Linux uses one cmpxchg).
+    ClearLinkedBeforeReadLink,
+    /// Guest: unmask clears MASKED even when PENDING is set, instead of asking
+    /// Xen (EVTCHNOP_unmask) to link the pending event.
+    UnmaskIgnoresPending,
+    /// Guest: the consumer handles a pending event without checking MASKED.
+    HandleMaskedEvent,
+}
+
+impl Bug {
+    pub const ALL: [Bug; 9] = [
+        Bug::NoTailInvalidation,
+        Bug::SkipOldQueueLock,
+        Bug::LockOrderInverted,
+        Bug::RouteLinkedToNewQueue,
+        Bug::ReuseLinkedPort,
+        Bug::RouteIgnoresSet,
+        Bug::ClearLinkedBeforeReadLink,
+        Bug::UnmaskIgnoresPending,
+        Bug::HandleMaskedEvent,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Bug::NoTailInvalidation => "no-tail-invalidation",
+            Bug::SkipOldQueueLock => "skip-old-queue-lock",
+            Bug::LockOrderInverted => "lock-order-inverted",
+            Bug::RouteLinkedToNewQueue => "route-linked-to-new-queue",
+            Bug::ReuseLinkedPort => "reuse-linked-port",
+            Bug::RouteIgnoresSet => "route-ignores-set",
+            Bug::ClearLinkedBeforeReadLink => "clear-linked-before-read-link",
+            Bug::UnmaskIgnoresPending => "unmask-ignores-pending",
+            Bug::HandleMaskedEvent => "handle-masked-event",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Bug> {
+        Bug::ALL.into_iter().find(|b| b.name() == name)
+    }
+}
+
+/// The set of bugs switched on; empty in every real run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Bugs(u32);
+
+impl Bugs {
+    pub const NONE: Bugs = Bugs(0);
+
+    pub const fn only(bug: Bug) -> Bugs {
+        Bugs(1 << bug as u32)
+    }
+
+    #[inline]
+    pub const fn has(self, bug: Bug) -> bool {
+        self.0 & (1 << bug as u32) != 0
+    }
+}

@@ -1,0 +1,70 @@
+//! Every way an operation's argument can be wrong, and the errno Xen returns.
+
+use crate::abi::errno;
+use core::fmt;
+
+/// A rejected operation. Whatever the variant, no channel was changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Error {
+    /// Port 0, or beyond the domain's channels (`!port_is_valid`).
+    BadPort,
+    /// The port names a free channel.
+    Unbound,
+    /// IPI, per-vCPU VIRQ or Xen-consumer channel: their vCPU is fixed.
+    WrongKind,
+    /// Priority above `EVTCHN_FIFO_PRIORITY_MIN` (15).
+    BadPriority,
+    /// A vCPU set with no bit (or `nr_bits == 0`).
+    EmptySet,
+    /// A set bit at or beyond the domain's vCPU count, or `nr_bits` beyond
+    /// [`crate::abi::MAX_VCPUS`].
+    BitBeyondVcpus,
+    /// Every vCPU in the set is offline (never brought up, or down).
+    NoOnlineVcpu,
+    /// `EVTCHNOP_bind_vcpu` to a vCPU that does not exist or is offline.
+    NoSuchVcpu,
+    /// `evtchn-route=off`, or the domain uses the 2-level ABI.
+    NotSupported,
+    /// The guest's bitmap could not be read or written.
+    Fault,
+    /// No free port to allocate.
+    NoFreePort,
+}
+
+impl Error {
+    /// The positive Xen errno; the hypercall returns its negation.
+    pub const fn errno(self) -> i32 {
+        match self {
+            Error::BadPort
+            | Error::Unbound
+            | Error::WrongKind
+            | Error::BadPriority
+            | Error::EmptySet
+            | Error::BitBeyondVcpus
+            | Error::NoOnlineVcpu => errno::EINVAL,
+            Error::NoSuchVcpu => errno::ENOENT,
+            Error::NotSupported => errno::EOPNOTSUPP,
+            Error::Fault => errno::EFAULT,
+            Error::NoFreePort => errno::ENOSPC,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = match self {
+            Error::BadPort => "port is 0 or beyond the domain's channels",
+            Error::Unbound => "port names a free channel",
+            Error::WrongKind => "IPI, per-vCPU VIRQ and Xen-consumer channels keep their vCPU",
+            Error::BadPriority => "priority above 15",
+            Error::EmptySet => "vCPU set is empty",
+            Error::BitBeyondVcpus => "vCPU set names a vCPU the domain does not have",
+            Error::NoOnlineVcpu => "no vCPU of the set is online",
+            Error::NoSuchVcpu => "no such online vCPU",
+            Error::NotSupported => "routing is off (evtchn-route=off) or the domain uses the 2-level ABI",
+            Error::Fault => "guest bitmap not accessible",
+            Error::NoFreePort => "no free port",
+        };
+        write!(f, "{what} (-{})", self.errno())
+    }
+}

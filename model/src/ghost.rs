@@ -1,0 +1,220 @@
+//! The checker's bookkeeping ("ghost state"): what happened to each port, kept
+//! beside the system, and the invariants asserted on it by name.
+//!
+//! Ghost state uses the real `core` atomics on purpose, not `crate::sync`:
+//! it is the observer, not part of the system, and must not add interleavings
+//! for loom to explore. Loom runs all its threads on one OS thread, so these
+//! updates happen in the order of the interleaving being explored.
+
+use crate::abi::{Port, SharedEvents, LINKED, MASKED, MAX_QUEUES, PENDING};
+use crate::guest::Observer;
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering::SeqCst};
+
+/// The invariants, each written once here and once in docs/design.md.
+pub mod inv {
+    /// After quiescence every raised, unmasked event was handled.
+    pub const NO_LOST_EVENT: &str = "no-lost-event";
+    /// A raise (PENDING 0→1) is handled at most once.
+    pub const NO_DOUBLE_HANDLING: &str = "no-double-handling";
+    /// An event is LINKED on at most one queue.
+    pub const LINKED_ON_ONE_QUEUE: &str = "linked-on-at-most-one-queue";
+    /// Each queue is a list of its own events, ending, that only its vCPU consumes.
+    pub const QUEUE_WELL_FORMED: &str = "queue-well-formed";
+    /// A masked event is not handled while masked.
+    pub const MASKED_NOT_HANDLED: &str = "masked-not-handled";
+    /// Unmasking a pending event delivers it.
+    pub const UNMASK_DELIVERS: &str = "unmask-delivers-pending";
+    /// The chosen queue's vCPU is in the channel's set at decision time,
+    /// unless the event was still LINKED on its (own channel's) old queue.
+    pub const ROUTED_WITHIN_SET: &str = "routed-within-set";
+    /// Every lock is eventually granted (loom reports a deadlock itself).
+    pub const NO_DEADLOCK: &str = "deadlock";
+
+    pub const ALL: [&str; 8] = [
+        NO_LOST_EVENT,
+        NO_DOUBLE_HANDLING,
+        LINKED_ON_ONE_QUEUE,
+        QUEUE_WELL_FORMED,
+        MASKED_NOT_HANDLED,
+        UNMASK_DELIVERS,
+        ROUTED_WITHIN_SET,
+        NO_DEADLOCK,
+    ];
+}
+
+/// Fail the run, naming the invariant first so tests and people can match it.
+#[track_caller]
+pub fn violated(invariant: &str, detail: core::fmt::Arguments<'_>) -> ! {
+    panic!("invariant violated: {invariant}: {detail}")
+}
+
+#[derive(Default)]
+struct PortGhost {
+    /// Raises that set PENDING from 0 to 1.
+    edges: AtomicU32,
+    handled: AtomicU32,
+    /// PENDING bits cleared by close rather than by a handler.
+    dropped: AtomicU32,
+    /// 1 + the queue index (vcpu * 16 + prio) the event is linked on, or 0.
+    queue: AtomicU32,
+    /// The channel incarnation that linked it.
+    link_gen: AtomicU32,
+    /// Incarnation of the channel now on this port (bumped at allocation).
+    gen: AtomicU32,
+    /// The guest unmasked it at least once.
+    unmasked: AtomicBool,
+}
+
+pub struct Ghost {
+    ports: Box<[PortGhost]>,
+}
+
+impl Ghost {
+    pub fn new(nr_ports: u32) -> Self {
+        Ghost { ports: (0..nr_ports).map(|_| PortGhost::default()).collect() }
+    }
+
+    fn port(&self, port: Port) -> &PortGhost {
+        &self.ports[port as usize]
+    }
+
+    pub fn allocated(&self, port: Port) {
+        self.port(port).gen.fetch_add(1, SeqCst);
+    }
+
+    pub fn raised(&self, port: Port) {
+        self.port(port).edges.fetch_add(1, SeqCst);
+    }
+
+    pub fn dropped(&self, port: Port) {
+        self.port(port).dropped.fetch_add(1, SeqCst);
+    }
+
+    pub fn guest_unmasked(&self, port: Port) {
+        self.port(port).unmasked.store(true, SeqCst);
+    }
+
+    pub fn handled_count(&self, port: Port) -> u32 {
+        self.port(port).handled.load(SeqCst)
+    }
+
+    /// Xen linked `port` on queue `qidx` (it won LINKED, or a bug skipped that).
+    pub fn linked(&self, port: Port, qidx: usize) {
+        let g = self.port(port);
+        let prev = g.queue.swap(qidx as u32 + 1, SeqCst);
+        if prev != 0 {
+            violated(
+                inv::LINKED_ON_ONE_QUEUE,
+                format_args!(
+                    "port {port} linked on queue {} while still on queue {}",
+                    qname(qidx),
+                    qname(prev as usize - 1)
+                ),
+            );
+        }
+        g.link_gen.store(g.gen.load(SeqCst), SeqCst);
+    }
+
+    /// Xen found `port` still LINKED and left it on its old queue.
+    pub fn stayed_linked(&self, port: Port) {
+        let g = self.port(port);
+        let (now, then) = (g.gen.load(SeqCst), g.link_gen.load(SeqCst));
+        if g.queue.load(SeqCst) != 0 && now != then {
+            violated(
+                inv::ROUTED_WITHIN_SET,
+                format_args!(
+                    "port {port} was reused while LINKED: the new channel's event joins the old channel's queue"
+                ),
+            );
+        }
+    }
+
+    /// Routing chose `vcpu`; it must be in `set`.
+    pub fn routed(&self, port: Port, vcpu: u32, set: &[u64]) {
+        if !crate::route::test_bit(set, vcpu) {
+            violated(
+                inv::ROUTED_WITHIN_SET,
+                format_args!("port {port} routed to vCPU {vcpu}, not in its set {set:x?}"),
+            );
+        }
+    }
+
+    /// Check every port once no thread runs and every notified vCPU drained.
+    pub fn check_quiescent<S: SharedEvents>(&self, sh: &S) {
+        for (port, g) in self.ports.iter().enumerate().skip(1) {
+            let port = port as Port;
+            let Some(word) = sh.word(port) else { continue };
+            let w = word.load(SeqCst);
+            let pending = u32::from(w & PENDING != 0);
+            let (e, h, d) = (g.edges.load(SeqCst), g.handled.load(SeqCst), g.dropped.load(SeqCst));
+            if h + d + pending > e {
+                violated(
+                    inv::NO_DOUBLE_HANDLING,
+                    format_args!("port {port}: {h} handled + {d} dropped + {pending} pending, for {e} raises"),
+                );
+            }
+            if pending == 1 && w & MASKED == 0 {
+                let inv = if g.unmasked.load(SeqCst) { inv::UNMASK_DELIVERS } else { inv::NO_LOST_EVENT };
+                violated(
+                    inv,
+                    format_args!("port {port} pending and unmasked after every notified vCPU drained (word {w:#010x})"),
+                );
+            }
+            if h + d + pending < e {
+                violated(
+                    inv::NO_LOST_EVENT,
+                    format_args!("port {port}: {h} handled + {d} dropped + {pending} pending, for {e} raises"),
+                );
+            }
+            if w & LINKED != 0 {
+                violated(
+                    inv::QUEUE_WELL_FORMED,
+                    format_args!("port {port} still LINKED after every notified vCPU drained (word {w:#010x})"),
+                );
+            }
+        }
+    }
+}
+
+fn qname(qidx: usize) -> String {
+    format!("vCPU{}/prio{}", qidx / MAX_QUEUES, qidx % MAX_QUEUES)
+}
+
+impl Observer for Ghost {
+    fn dequeued(&self, vcpu: u32, prio: usize, port: Port) {
+        let mine = vcpu as usize * MAX_QUEUES + prio;
+        let Some(g) = self.ports.get(port as usize) else {
+            violated(
+                inv::QUEUE_WELL_FORMED,
+                format_args!("vCPU {vcpu} found port {port}, which does not exist, in queue {prio}"),
+            );
+        };
+        let on = g.queue.load(SeqCst);
+        if on != mine as u32 + 1 {
+            let where_ = if on == 0 { "no queue".to_string() } else { qname(on as usize - 1) };
+            violated(
+                inv::QUEUE_WELL_FORMED,
+                format_args!("{} consumed port {port}, which Xen linked on {where_}", qname(mine)),
+            );
+        }
+        // Cleared before the guest clears LINKED, so Xen cannot relink first.
+        g.queue.store(0, SeqCst);
+    }
+
+    fn handled(&self, vcpu: u32, port: Port, seen: u32) {
+        if seen & MASKED != 0 {
+            violated(
+                inv::MASKED_NOT_HANDLED,
+                format_args!("vCPU {vcpu} handled port {port} with MASKED set (word {seen:#010x})"),
+            );
+        }
+        self.port(port).handled.fetch_add(1, SeqCst);
+    }
+
+    fn runaway(&self, vcpu: u32, prio: usize) {
+        violated(
+            inv::QUEUE_WELL_FORMED,
+            format_args!("queue vCPU{vcpu}/prio{prio} does not end (a cycle, or a link to nowhere)"),
+        );
+    }
+}

@@ -1,0 +1,29 @@
+//! evroute's model: Xen's FIFO event-channel ABI and the per-OS routing
+//! decision, as Rust that loom and proptest check.
+//!
+//! - [`route`]: the one routing decision (no_std, allocation-free).
+//! - [`abi`]: event words, control blocks, the new operation's struct.
+//! - [`guest`]: the per-vCPU consumer as Linux does it (no_std).
+//! - [`hypervisor`]: Xen 4.17's `event_fifo.c` and the channel operations.
+//! - [`ghost`]: invariants, by name, and the bookkeeping that checks them.
+//! - [`scenarios`]: the interleavings loom explores; [`bugs`]: seeded mistakes.
+#![cfg_attr(not(feature = "std"), no_std)]
+
+pub mod abi;
+pub mod bugs;
+pub mod error;
+pub mod guest;
+pub mod route;
+pub mod sync;
+
+#[cfg(feature = "std")]
+pub mod ghost;
+#[cfg(feature = "std")]
+pub mod hypervisor;
+#[cfg(feature = "std")]
+pub mod scenarios;
+#[cfg(feature = "std")]
+pub mod shared;
+
+pub use error::Error;
+pub use route::{route, Policy, RouteInputs};

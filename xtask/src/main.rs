@@ -1,0 +1,53 @@
+//! `cargo xtask <command>`: the project's commands, so README, CI and people
+//! run the same steps.
+
+mod loom;
+mod run;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "evroute project commands")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// The test command: fmt, clippy, unit tests, proptest, loom, seeded bugs.
+    Test,
+    /// Run the loom scenarios, or one seeded bug.
+    Loom(loom::Args),
+}
+
+fn main() -> ExitCode {
+    let result = match Cli::parse().cmd {
+        Cmd::Test => test(),
+        Cmd::Loom(args) => loom::main(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn test() -> Result<(), String> {
+    let mut steps = run::Steps::default();
+    steps.cargo("fmt", &["fmt", "--all", "--check"], &[])?;
+    steps.cargo("clippy", &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"], &[])?;
+    steps.cargo(
+        "clippy (loom build)",
+        &["clippy", "-p", "evroute-model", "--features", "loom", "--all-targets", "--", "-D", "warnings"],
+        &[],
+    )?;
+    steps.cargo("no_std build of the model", &["build", "-p", "evroute-model", "--no-default-features"], &[])?;
+    steps.cargo("unit tests + proptest", &["test", "--workspace", "--release"], &[])?;
+    loom::suite(&mut steps, loom::BOUND_CI)?;
+    steps.summary();
+    Ok(())
+}
