@@ -178,8 +178,16 @@ fn drain_on(hv: &Arc<Hypervisor>, mut c: Consumer) -> thread::JoinHandle<Consume
 fn two_senders_one_consumer(bugs: Bugs) {
     let mut st = Stage::new(1, 3, Policy::PreferRunning, bugs);
     let (a, b) = (st.bind(0), st.bind(0));
-    let t1 = spawn(&st.hv, move |hv| hv.send(a).unwrap());
-    let t2 = spawn(&st.hv, move |hv| hv.send(b).unwrap());
+    // Each CPU raises both events, in opposite orders: appends race the
+    // consumer's unlinking of the tail, and second raises coalesce or re-link.
+    let t1 = spawn(&st.hv, move |hv| {
+        hv.send(a).unwrap();
+        hv.send(b).unwrap();
+    });
+    let t2 = spawn(&st.hv, move |hv| {
+        hv.send(b).unwrap();
+        hv.send(a).unwrap();
+    });
     st.drain(0);
     t1.join().unwrap();
     t2.join().unwrap();
@@ -189,14 +197,18 @@ fn two_senders_one_consumer(bugs: Bugs) {
 fn set_change_moves_queue(bugs: Bugs) {
     let mut st = Stage::new(2, 2, Policy::PreferRunning, bugs);
     let p = st.bind(0);
-    // vCPU0 is preempted: routing wants vCPU1 as soon as the set allows it.
+    st.send(p); // LINKED on vCPU0 when the race starts
+                // vCPU0 is preempted: routing wants vCPU1 as soon as the set allows it.
     st.hv.sched.set_state(0, RunState::Runnable);
+    let c0 = st.take(0);
+    let c0 = drain_on(&st.hv, c0);
     let t1 = spawn(&st.hv, move |hv| hv.send(p).unwrap());
     let t2 = spawn(&st.hv, move |hv| {
         let bytes = [0b10u8];
         hv.set_vcpu_set(p, 2, Some(&bytes)).unwrap();
     });
     st.drain(1);
+    st.give(c0.join().unwrap());
     t1.join().unwrap();
     t2.join().unwrap();
     st.quiesce();
@@ -226,10 +238,19 @@ fn consume_on_old_while_routed_to_new(bugs: Bugs) {
     st.hv.sched.set_state(0, RunState::Runnable);
     let c0 = st.take(0);
     let c0 = drain_on(&st.hv, c0);
-    let t1 = spawn(&st.hv, move |hv| hv.send(p).unwrap());
+    let t1 = spawn(&st.hv, move |hv| {
+        hv.send(p).unwrap();
+        hv.send(p).unwrap();
+    });
+    // The scheduler swaps the two vCPUs while routing reads their states.
+    let sched = spawn(&st.hv, move |hv| {
+        hv.sched.set_state(1, RunState::Runnable);
+        hv.sched.set_state(0, RunState::Running);
+    });
     st.drain(1);
     st.give(c0.join().unwrap());
     t1.join().unwrap();
+    sched.join().unwrap();
     st.quiesce();
 }
 
@@ -275,6 +296,7 @@ fn close_and_reuse_linked_port(bugs: Bugs) {
         let n = hv.alloc(Kind::Interdomain, 1).unwrap();
         hv.send(n).unwrap();
     });
+    st.drain(1);
     st.give(c0.join().unwrap());
     t1.join().unwrap();
     st.quiesce();
