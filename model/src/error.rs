@@ -21,7 +21,7 @@ pub enum Error {
     BitBeyondVcpus,
     /// Every vCPU in the set is offline (never brought up, or down).
     NoOnlineVcpu,
-    /// `EVTCHNOP_bind_vcpu` to a vCPU that does not exist or is offline.
+    /// `EVTCHNOP_bind_vcpu` to a vCPU that does not exist.
     NoSuchVcpu,
     /// `evtchn-route=off`, or the domain uses the 2-level ABI.
     NotSupported,

@@ -130,14 +130,13 @@ impl Hypervisor {
             }
         }
 
-        // SeqCst: a locked bit op in Xen; pairs with the guest's clear of PENDING.
-        let was_pending = word.fetch_or(PENDING, Ordering::SeqCst) & PENDING != 0;
-        if !was_pending {
-            self.ghost.raised(port);
-        }
-
         let mut linked = true;
         if let Some(mut guards) = locked {
+            // SeqCst: a locked bit op in Xen; pairs with the guest's clear of
+            // PENDING. Set only with the queue locks held (see above).
+            if word.fetch_or(PENDING, Ordering::SeqCst) & PENDING == 0 {
+                self.ghost.raised(port);
+            }
             let w_masked = word.load(Ordering::SeqCst) & MASKED != 0;
             let won_linked = !w_masked && word.fetch_or(LINKED, Ordering::SeqCst) & LINKED == 0;
             if won_linked {
@@ -154,7 +153,8 @@ impl Hypervisor {
                 }
             }
         } else {
-            // Too many queue changes: Xen gives up and the event is lost.
+            // Too many queue changes: Xen 4.17 gives up before setting
+            // PENDING, and the event is lost.
             log_lost(port);
         }
 

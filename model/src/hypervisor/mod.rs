@@ -92,8 +92,9 @@ impl Hypervisor {
         Ok(ch)
     }
 
+    /// `domain_vcpu()`: the vCPU exists (it may be offline, as in Xen).
     fn check_vcpu(&self, v: u32) -> Result<(), Error> {
-        if v >= self.cfg.nr_vcpus || !self.sched.is_online(v) {
+        if v >= self.cfg.nr_vcpus {
             return Err(Error::NoSuchVcpu);
         }
         Ok(())
@@ -215,8 +216,8 @@ impl Hypervisor {
     /// `EVTCHNOP_bind_vcpu`: move a per-OS channel to one vCPU, which also
     /// replaces its set by that one vCPU.
     pub fn bind_vcpu(&self, port: Port, vcpu: u32) -> Result<(), Error> {
-        let ch = self.bound_chan(port)?;
         self.check_vcpu(vcpu)?;
+        let ch = self.bound_chan(port)?;
         let _g = write(&ch.lock);
         if !ch.kind().per_os() {
             return Err(Error::WrongKind);
