@@ -3,6 +3,7 @@
 
 mod loom;
 mod run;
+mod xen;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -20,12 +21,15 @@ enum Cmd {
     Test,
     /// Run the loom scenarios, or one seeded bug.
     Loom(loom::Args),
+    /// Fetch Debian's Xen 4.17.5 source, apply xen-patch/, build xen/xen.
+    Xen(xen::Args),
 }
 
 fn main() -> ExitCode {
     let result = match Cli::parse().cmd {
         Cmd::Test => test(),
         Cmd::Loom(args) => loom::main(&args),
+        Cmd::Xen(args) => xen::main(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

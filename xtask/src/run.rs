@@ -30,12 +30,12 @@ impl Steps {
     }
 
     pub fn summary(&self) {
-        eprintln!("\n{:<40} {:>9}", "step", "seconds");
+        eprintln!("\n{:<68} {:>9}", "step", "seconds");
         for (name, secs) in &self.done {
-            eprintln!("{name:<40} {secs:>9.1}");
+            eprintln!("{name:<68} {secs:>9.1}");
         }
         let total: f64 = self.done.iter().map(|(_, s)| s).sum();
-        eprintln!("{:<40} {total:>9.1}", "total");
+        eprintln!("{:<68} {total:>9.1}", "total");
     }
 }
 

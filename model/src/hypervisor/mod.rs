@@ -269,6 +269,9 @@ impl Hypervisor {
     /// `out` (`nr_bits` bits of it) and return the domain's vCPU count.
     pub fn get_vcpu_set(&self, port: Port, nr_bits: u32, out: Option<&mut [u8]>) -> Result<u32, Error> {
         let ch = self.check_set_op(port)?;
+        if nr_bits > MAX_VCPUS {
+            return Err(Error::BitBeyondVcpus);
+        }
         let out = out.filter(|o| o.len() >= nr_bits.div_ceil(8) as usize).ok_or(Error::Fault)?;
         let set = lock(&ch.set);
         for (i, byte) in out[..nr_bits.div_ceil(8) as usize].iter_mut().enumerate() {

@@ -100,7 +100,8 @@ impl Sched {
         crate::route::test_bit(&self.online[..], v)
     }
 
-    /// An event was routed to `v`; `fresh` if it started an empty queue.
+    /// An event was linked on a queue of `v`; `fresh` if it started the
+    /// queue afresh (the guest had consumed everything before it).
     pub fn note_routed(&self, v: u32, fresh: bool) {
         let load = if fresh { 1 } else { self.load[v as usize].load(Ordering::Relaxed).saturating_add(1) };
         self.set_load(v, load.min(LOAD_BOUND));

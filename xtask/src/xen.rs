@@ -1,0 +1,205 @@
+//! `cargo xtask xen`: fetch Debian's Xen source (cached, checked), apply
+//! evroute's patch series, build `xen/xen`, print where it is.
+//!
+//! Cache layout under `~/.cache/evroute/xen/`: the source package files, and
+//! one unpacked, patched tree per (source checksum, series checksum), so a
+//! rerun with the same inputs reuses the tree and Xen's incremental build.
+
+use crate::run::Steps;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Debian 12's Xen, pinned: unpinned, apt picks the security suite's newer
+/// version whose files were not served when checked.
+pub const DEBIAN_VERSION: &str = "4.17.5+72-g01140da4e8-1";
+const ORIG: &str = "xen_4.17.5+72-g01140da4e8.orig.tar.xz";
+const ORIG_SHA256: &str = "53922f4d0a02c577f2ea9d63f65989cd88715779eebeed879ca1d314103ee06e";
+const DSC: &str = "xen_4.17.5+72-g01140da4e8-1.dsc";
+const DEB_SRC_LIST: &str = "/etc/apt/sources.list.d/evroute-deb-src.sources";
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Fetch and patch only (what the harness needs); do not build Xen.
+    #[arg(long)]
+    pub prepare: bool,
+}
+
+/// The patched tree, ready for the harness or a build.
+pub struct Tree {
+    pub src: PathBuf,
+}
+
+pub fn main(args: &Args) -> Result<(), String> {
+    let mut steps = Steps::default();
+    let tree = prepare(&mut steps)?;
+    if !args.prepare {
+        build(&mut steps, &tree)?;
+        println!("{}", tree.src.join("xen/xen").display());
+        eprintln!("patched Xen: {}", tree.src.join("xen/xen").display());
+    } else {
+        println!("{}", tree.src.display());
+    }
+    steps.summary();
+    Ok(())
+}
+
+pub fn cache_dir() -> PathBuf {
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"));
+    home.join(".cache/evroute")
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask sits in the repository").to_path_buf()
+}
+
+/// The series, in order (`xen-patch/0001-…patch`, cover letter excluded).
+pub fn series() -> Result<Vec<PathBuf>, String> {
+    let dir = repo_root().join("xen-patch");
+    let mut patches: Vec<PathBuf> = fs::read_dir(&dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            name.ends_with(".patch") && !name.starts_with("0000-")
+        })
+        .collect();
+    patches.sort();
+    if patches.is_empty() {
+        return Err(format!("no patches in {}", dir.display()));
+    }
+    Ok(patches)
+}
+
+pub fn prepare(steps: &mut Steps) -> Result<Tree, String> {
+    let pkg = cache_dir().join("xen");
+    fs::create_dir_all(&pkg).map_err(|e| format!("{}: {e}", pkg.display()))?;
+    ensure_tools(steps)?;
+    fetch(steps, &pkg)?;
+
+    let mut key = ORIG_SHA256.to_string();
+    for p in series()? {
+        key.push_str(&sha256(&p)?);
+    }
+    let key = &sha256_str(&key)[..16];
+    let tree = pkg.join(format!("tree-{key}"));
+    let src = tree.join("src");
+    let done = tree.join(".evroute-patched");
+    if done.exists() {
+        eprintln!("==> patched source (cached): {}", src.display());
+        return Ok(Tree { src });
+    }
+    let _ = fs::remove_dir_all(&tree);
+    fs::create_dir_all(&tree).map_err(|e| e.to_string())?;
+    let mut unpack = Command::new("dpkg-source");
+    unpack.arg("-x").arg(pkg.join(DSC)).arg(&src);
+    steps.run("unpack Debian source (orig + Debian patches)", unpack)?;
+    for p in series()? {
+        let mut apply = Command::new("patch");
+        apply.args(["-p1", "--forward", "--batch", "-d"]).arg(&src).arg("-i").arg(&p);
+        let name = p.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        steps.run(&format!("apply {name}"), apply)?;
+    }
+    fs::write(&done, key).map_err(|e| e.to_string())?;
+    Ok(Tree { src })
+}
+
+pub fn build(steps: &mut Steps, tree: &Tree) -> Result<(), String> {
+    let xen = tree.src.join("xen");
+    if !xen.join(".config").exists() {
+        let mut cfg = Command::new("make");
+        cfg.arg("-C").arg(&xen).arg("defconfig");
+        steps.run("configure Xen (defconfig)", cfg)?;
+    }
+    let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let mut make = Command::new("make");
+    make.arg("-C").arg(&xen).arg(format!("-j{jobs}")).arg("-s");
+    steps.run("build Xen", make)?;
+    let image = xen.join("xen");
+    if !image.exists() {
+        return Err(format!("the build finished but {} is missing", image.display()));
+    }
+    Ok(())
+}
+
+/// flex and bison for Xen's build, dpkg-source to unpack, patch to apply.
+fn ensure_tools(steps: &mut Steps) -> Result<(), String> {
+    let missing: Vec<&str> = [("flex", "flex"), ("bison", "bison"), ("dpkg-source", "dpkg-dev"), ("patch", "patch")]
+        .into_iter()
+        .filter(|(bin, _)| !on_path(bin))
+        .map(|(_, pkg)| pkg)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    apt_install(steps, &missing)
+}
+
+pub fn apt_install(steps: &mut Steps, pkgs: &[&str]) -> Result<(), String> {
+    apt_update_once(steps)?;
+    let mut cmd = Command::new("apt-get");
+    cmd.args(["install", "-y", "-q", "--no-install-recommends"]).args(pkgs).env("DEBIAN_FRONTEND", "noninteractive");
+    steps.run(&format!("apt-get install {}", pkgs.join(" ")), cmd)
+}
+
+fn apt_update_once(steps: &mut Steps) -> Result<(), String> {
+    static DONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if DONE.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        return Ok(());
+    }
+    let mut cmd = Command::new("apt-get");
+    cmd.args(["update", "-q"]);
+    steps.run("apt-get update", cmd)
+}
+
+pub fn on_path(bin: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(bin).is_file()))
+}
+
+/// Download the pinned source package once; check the orig tarball.
+fn fetch(steps: &mut Steps, pkg: &Path) -> Result<(), String> {
+    let orig = pkg.join(ORIG);
+    if !(orig.exists() && pkg.join(DSC).exists()) {
+        if !Path::new(DEB_SRC_LIST).exists() {
+            fs::write(
+                DEB_SRC_LIST,
+                "Types: deb-src\nURIs: http://deb.debian.org/debian\nSuites: bookworm\nComponents: main\n\
+                 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n",
+            )
+            .map_err(|e| format!("cannot add Debian's source list {DEB_SRC_LIST} (run as root): {e}"))?;
+        }
+        let mut update = Command::new("apt-get");
+        update.args(["update", "-q"]);
+        steps.run("apt-get update (with deb-src)", update)?;
+        let mut get = Command::new("apt-get");
+        get.args(["source", "--download-only", "-q"]).arg(format!("xen={DEBIAN_VERSION}")).current_dir(pkg);
+        steps.run(&format!("fetch Debian source xen={DEBIAN_VERSION}"), get)?;
+    } else {
+        eprintln!("==> Debian source xen={DEBIAN_VERSION} (cached): {}", pkg.display());
+    }
+    let sum = sha256(&orig)?;
+    if sum != ORIG_SHA256 {
+        return Err(format!("{} has sha256 {sum}, expected {ORIG_SHA256}; delete it to refetch", orig.display()));
+    }
+    Ok(())
+}
+
+pub fn sha256(path: &Path) -> Result<String, String> {
+    let out = Command::new("sha256sum").arg(path).output().map_err(|e| format!("sha256sum: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("sha256sum {} failed", path.display()));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or_default().to_string())
+}
+
+fn sha256_str(s: &str) -> String {
+    use std::io::Write;
+    let mut child = Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("sha256sum is part of coreutils");
+    child.stdin.take().expect("piped").write_all(s.as_bytes()).expect("write to sha256sum");
+    let out = child.wait_with_output().expect("sha256sum output");
+    String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or_default().to_string()
+}
