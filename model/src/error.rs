@@ -6,9 +6,9 @@ use core::fmt;
 /// A rejected operation. Whatever the variant, no channel was changed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Error {
-    /// Port 0, or beyond the domain's channels (`!port_is_valid`).
+    /// Beyond the domain's channels (`!port_is_valid`).
     BadPort,
-    /// The port names a free channel.
+    /// The port names a free channel, or port 0 (reserved).
     Unbound,
     /// IPI, per-vCPU VIRQ or Xen-consumer channel: their vCPU is fixed.
     WrongKind,
@@ -53,8 +53,8 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let what = match self {
-            Error::BadPort => "port is 0 or beyond the domain's channels",
-            Error::Unbound => "port names a free channel",
+            Error::BadPort => "port beyond the domain's channels",
+            Error::Unbound => "port names a free or reserved channel",
             Error::WrongKind => "IPI, per-vCPU VIRQ and Xen-consumer channels keep their vCPU",
             Error::BadPriority => "priority above 15",
             Error::EmptySet => "vCPU set is empty",

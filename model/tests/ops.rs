@@ -96,8 +96,9 @@ impl Run {
     /// needs a bound channel.
     fn bound_err(&self, p: u32) -> Option<Error> {
         match self.refs.get(p as usize) {
-            _ if p == 0 || p >= PORTS => Some(Error::BadPort),
-            Some(r) if !r.bound => Some(Error::Unbound),
+            None => Some(Error::BadPort),
+            // Port 0 is valid but reserved: refused as unbound.
+            Some(r) if !r.bound || p == 0 => Some(Error::Unbound),
             _ => None,
         }
     }
@@ -160,7 +161,8 @@ impl Run {
                 }
             }
             Op::SetPriority(p, prio) => {
-                let want = self.bound_err(p).or((prio > PRIORITY_MIN).then_some(Error::BadPriority));
+                let bad_port = (p >= PORTS).then_some(Error::BadPort);
+                let want = bad_port.or((prio > PRIORITY_MIN).then_some(Error::BadPriority));
                 Self::expect(self.hv.set_priority(p, prio), want, op)?;
             }
             Op::RunState(v, s) => {

@@ -17,7 +17,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// The test command: fmt, clippy, unit tests, proptest, loom, seeded bugs.
+    /// The test command: fmt, clippy, unit tests, proptest, the Xen C
+    /// differential test, loom, seeded bugs.
     Test,
     /// Run the loom scenarios, or one seeded bug.
     Loom(loom::Args),
@@ -43,6 +44,8 @@ fn main() -> ExitCode {
 fn test() -> Result<(), String> {
     let mut steps = run::Steps::default();
     steps.cargo("fmt", &["fmt", "--all", "--check"], &[])?;
+    // The harness compiles the patched Xen files: fetch and patch them first.
+    xen::prepare_for_harness(&mut steps)?;
     steps.cargo("clippy", &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"], &[])?;
     steps.cargo(
         "clippy (loom build)",
@@ -51,6 +54,18 @@ fn test() -> Result<(), String> {
     )?;
     steps.cargo("no_std build of the model", &["build", "-p", "evroute-model", "--no-default-features"], &[])?;
     steps.cargo("unit tests + proptest", &["test", "--workspace", "--release"], &[])?;
+    let seeded = run::Steps::cargo_cmd(&[
+        "test",
+        "-p",
+        "evroute-xen-harness",
+        "--release",
+        "--features",
+        "seeded-no-tail-invalidation",
+        "--test",
+        "differential",
+        "xen_c_matches_the_model",
+    ]);
+    steps.run_must_fail("harness: C built without tail invalidation", seeded, "minimal failing input")?;
     loom::suite(&mut steps, loom::BOUND_CI)?;
     steps.summary();
     Ok(())

@@ -32,7 +32,7 @@ pub struct Tree {
 
 pub fn main(args: &Args) -> Result<(), String> {
     let mut steps = Steps::default();
-    let tree = prepare(&mut steps)?;
+    let tree = prepare_for_harness(&mut steps)?;
     if !args.prepare {
         build(&mut steps, &tree)?;
         println!("{}", tree.src.join("xen/xen").display());
@@ -102,6 +102,19 @@ pub fn prepare(steps: &mut Steps) -> Result<Tree, String> {
     }
     fs::write(&done, key).map_err(|e| e.to_string())?;
     Ok(Tree { src })
+}
+
+/// Prepare the patched tree and tell the harness's build script where it is.
+pub fn prepare_for_harness(steps: &mut Steps) -> Result<Tree, String> {
+    let tree = prepare(steps)?;
+    let pointer = repo_root().join("target/evroute-xen-src");
+    fs::create_dir_all(pointer.parent().expect("target/")).map_err(|e| e.to_string())?;
+    // Rewrite only on change: build.rs reruns when this file changes.
+    let want = tree.src.display().to_string();
+    if fs::read_to_string(&pointer).ok().as_deref() != Some(want.as_str()) {
+        fs::write(&pointer, &want).map_err(|e| format!("{}: {e}", pointer.display()))?;
+    }
+    Ok(tree)
 }
 
 pub fn build(steps: &mut Steps, tree: &Tree) -> Result<(), String> {

@@ -85,7 +85,8 @@ impl Channel {
             kind: AtomicU8::new(Kind::Free as u8),
             notify_vcpu: AtomicU32::new(0),
             priority: AtomicU8::new(PRIORITY_DEFAULT as u8),
-            lastq: AtomicU32::new(LastQ { vcpu: 0, prio: PRIORITY_DEFAULT as usize }.raw()),
+            // Xen's struct evtchn starts zeroed: last queue vCPU 0, priority 0.
+            lastq: AtomicU32::new(0),
             pending: AtomicBool::new(false),
             set: Mutex::new(vec![0; nwords].into_boxed_slice()),
         }

@@ -75,12 +75,11 @@ impl Hypervisor {
         &self.ghost
     }
 
-    /// `_evtchn_from_port`: a valid port's channel. Port 0 is reserved.
+    /// `_evtchn_from_port`: a valid port's channel. Port 0 is valid in Xen
+    /// (`ECS_RESERVED`), so operations that need a bound channel refuse it
+    /// as unbound, and unmask or set-priority accept it.
     fn chan(&self, port: Port) -> Result<&Channel, Error> {
-        match port {
-            0 => Err(Error::BadPort),
-            p => self.chans.get(p as usize).ok_or(Error::BadPort),
-        }
+        self.chans.get(port as usize).ok_or(Error::BadPort)
     }
 
     /// A valid port whose channel is in use.
@@ -142,6 +141,8 @@ impl Hypervisor {
         }
         self.fifo_clear_pending(port);
         ch.set_kind(Kind::Free);
+        // evtchn_free: "Reset binding to vcpu0 when the channel is freed."
+        ch.notify_vcpu.store(0, Ordering::Relaxed);
         lock(&ch.set).fill(0);
         Ok(())
     }
@@ -206,9 +207,9 @@ impl Hypervisor {
         Ok(())
     }
 
-    /// `EVTCHNOP_set_priority`.
+    /// `EVTCHNOP_set_priority`: Xen 4.17 checks only that the port is valid.
     pub fn set_priority(&self, port: Port, prio: u32) -> Result<(), Error> {
-        let ch = self.bound_chan(port)?;
+        let ch = self.chan(port)?;
         let _g = read(&ch.lock);
         self.fifo_set_priority(ch, prio)
     }
@@ -241,6 +242,10 @@ impl Hypervisor {
         let bytes = bitmap.filter(|b| b.len() >= nr_bits.div_ceil(8) as usize).ok_or(Error::Fault)?;
         let mut words = vec![0u64; self.cfg.nr_vcpus.div_ceil(64).max(nr_bits.div_ceil(64)) as usize];
         bytes_to_words(&bytes[..nr_bits.div_ceil(8) as usize], &mut words);
+        // Bits at or past nr_bits are not part of the set.
+        for (i, w) in words.iter_mut().enumerate() {
+            *w &= route::valid_bits(i, nr_bits);
+        }
         let mut online = vec![0u64; words.len()];
         for (o, w) in online.iter_mut().zip(self.sched.online.iter()) {
             *o = w.load(Ordering::Relaxed);
@@ -272,7 +277,14 @@ impl Hypervisor {
         if nr_bits > MAX_VCPUS {
             return Err(Error::BitBeyondVcpus);
         }
-        let out = out.filter(|o| o.len() >= nr_bits.div_ceil(8) as usize).ok_or(Error::Fault)?;
+        let need = nr_bits.div_ceil(8) as usize;
+        // Copying nothing cannot fault.
+        let mut none: [u8; 0] = [];
+        let out = match out {
+            Some(o) if o.len() >= need => o,
+            _ if need == 0 => &mut none[..],
+            _ => return Err(Error::Fault),
+        };
         let set = lock(&ch.set);
         for (i, byte) in out[..nr_bits.div_ceil(8) as usize].iter_mut().enumerate() {
             let word = set.get(i / 8).copied().unwrap_or(0);
@@ -302,8 +314,19 @@ impl Hypervisor {
         Ok(lock(&self.chan(port)?.set).to_vec())
     }
 
+    /// `notify_vcpu_id` (0 for a free channel, as Xen resets it).
     pub fn bound_vcpu(&self, port: Port) -> Result<u32, Error> {
-        Ok(self.bound_chan(port)?.notify_vcpu.load(Ordering::Relaxed))
+        Ok(self.chan(port)?.notify_vcpu.load(Ordering::Relaxed))
+    }
+
+    /// `chn->priority`.
+    pub fn priority(&self, port: Port) -> Result<u32, Error> {
+        Ok(u32::from(self.chan(port)?.priority.load(Ordering::Relaxed)))
+    }
+
+    /// `fifo_lastq`, raw (Xen's layout).
+    pub fn lastq_raw(&self, port: Port) -> Result<u32, Error> {
+        Ok(self.chan(port)?.lastq.load(Ordering::Relaxed))
     }
 
     pub fn kind(&self, port: Port) -> Result<Kind, Error> {

@@ -1,0 +1,69 @@
+//! Compile the patched Xen files unmodified: strip their `#include` lines,
+//! prepend `c/emul.h` (and the stripped `event_route.h`), as Xen's own
+//! tools/tests do.
+//!
+//! The patched tree comes from `cargo xtask xen --prepare`, which records
+//! its path in `target/evroute-xen-src`; `EVROUTE_XEN_SRC` overrides it.
+
+use std::env;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+fn main() {
+    let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
+    let pointer = manifest.join("../../target/evroute-xen-src");
+    println!("cargo:rerun-if-env-changed=EVROUTE_XEN_SRC");
+    println!("cargo:rerun-if-changed={}", pointer.display());
+    println!("cargo:rerun-if-changed=c");
+    let src = match env::var("EVROUTE_XEN_SRC") {
+        Ok(s) => PathBuf::from(s),
+        Err(_) => match fs::read_to_string(&pointer) {
+            Ok(s) => PathBuf::from(s.trim()),
+            Err(_) => panic!(
+                "no patched Xen source: run `cargo xtask xen --prepare` (it writes {}), or set EVROUTE_XEN_SRC",
+                pointer.display()
+            ),
+        },
+    };
+    let out = PathBuf::from(env::var("OUT_DIR").unwrap());
+    let xen = src.join("xen");
+    for f in ["common/event_fifo.c", "common/event_route.c", "include/xen/event_route.h"] {
+        println!("cargo:rerun-if-changed={}", xen.join(f).display());
+    }
+
+    let mut fifo = stripped(&xen.join("common/event_fifo.c"));
+    if env::var_os("CARGO_FEATURE_SEEDED_NO_TAIL_INVALIDATION").is_some() {
+        let tail = "        if ( old_q->tail == port )\n            old_q->tail = 0;\n";
+        assert!(fifo.contains(tail), "event_fifo.c no longer has the tail invalidation this bug removes");
+        fifo = fifo.replace(tail, "");
+    }
+    fs::write(out.join("event_route.h"), stripped(&xen.join("include/xen/event_route.h"))).unwrap();
+    fs::write(out.join("fifo.c"), prelude() + &fifo).unwrap();
+    fs::write(out.join("route.c"), prelude() + &stripped(&xen.join("common/event_route.c"))).unwrap();
+
+    cc::Build::new()
+        .file(manifest.join("c/harness.c"))
+        .file(out.join("fifo.c"))
+        .file(out.join("route.c"))
+        .include(manifest.join("c"))
+        .include(&out)
+        .include(xen.join("include"))
+        .define("__XEN_INTERFACE_VERSION__", "0x00040e00")
+        .flag("-std=gnu11")
+        .flag_if_supported("-Wno-unused-function")
+        .flag_if_supported("-Wno-unused-parameter")
+        .flag_if_supported("-Wno-sign-compare")
+        .flag_if_supported("-Wno-missing-field-initializers")
+        .opt_level(2)
+        .compile("evroute_xen_harness");
+}
+
+fn prelude() -> String {
+    "#include \"emul.h\"\n#include \"event_route.h\"\n".to_string()
+}
+
+/// The file without its `#include` lines (emul.h stands in for them).
+fn stripped(path: &Path) -> String {
+    let text = fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.lines().filter(|l| !l.trim_start().starts_with("#include")).map(|l| format!("{l}\n")).collect()
+}
