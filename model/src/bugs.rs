@@ -24,6 +24,10 @@ pub enum Bug {
     ReuseLinkedPort,
     /// Xen: routing picks a running vCPU outside the channel's set.
     RouteIgnoresSet,
+    /// Xen: with no vCPU of the set running or blocked, routing falls back
+    /// to the bound vCPU even while a set change has moved the set away
+    /// from it (bound vCPU and set are written apart).
+    FallbackOutsideSet,
     /// Guest: LINKED is cleared by a plain store after the link was read, so a
     /// link Xen appends in between is lost (Linux uses one cmpxchg).
     ClearLinkedBeforeReadLink,
@@ -35,13 +39,14 @@ pub enum Bug {
 }
 
 impl Bug {
-    pub const ALL: [Bug; 9] = [
+    pub const ALL: [Bug; 10] = [
         Bug::NoTailInvalidation,
         Bug::SkipOldQueueLock,
         Bug::LockOrderInverted,
         Bug::RouteLinkedToNewQueue,
         Bug::ReuseLinkedPort,
         Bug::RouteIgnoresSet,
+        Bug::FallbackOutsideSet,
         Bug::ClearLinkedBeforeReadLink,
         Bug::UnmaskIgnoresPending,
         Bug::HandleMaskedEvent,
@@ -55,6 +60,7 @@ impl Bug {
             Bug::RouteLinkedToNewQueue => "route-linked-to-new-queue",
             Bug::ReuseLinkedPort => "reuse-linked-port",
             Bug::RouteIgnoresSet => "route-ignores-set",
+            Bug::FallbackOutsideSet => "fallback-outside-set",
             Bug::ClearLinkedBeforeReadLink => "clear-linked-before-read-link",
             Bug::UnmaskIgnoresPending => "unmask-ignores-pending",
             Bug::HandleMaskedEvent => "handle-masked-event",

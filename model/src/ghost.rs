@@ -129,12 +129,13 @@ impl Ghost {
         }
     }
 
-    /// Routing chose `vcpu`; it must be in `set`.
-    pub fn routed(&self, port: Port, vcpu: u32, set: &[u64]) {
+    /// Routing chose `vcpu`; it must be in `set` (read under its lock).
+    pub fn routed<B: crate::route::Bits + ?Sized>(&self, port: Port, vcpu: u32, set: &B) {
         if !crate::route::test_bit(set, vcpu) {
+            let words: Vec<u64> = (0..set.nwords()).map(|i| set.word(i)).collect();
             violated(
                 inv::ROUTED_WITHIN_SET,
-                format_args!("port {port} routed to vCPU {vcpu}, not in its set {set:x?}"),
+                format_args!("port {port} routed to vCPU {vcpu}, not in its set {words:x?}"),
             );
         }
     }

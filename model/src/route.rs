@@ -43,8 +43,9 @@ pub enum Policy {
     /// vCPU of the set, else a blocked one (woken, it runs at once; a
     /// preempted one waits for a time slice), else the bound one.
     PreferRunning = 1,
-    /// `balanced`: rotate over the running vCPUs of the set that are under the
-    /// load bound, then over all running ones, then as `PreferRunning`.
+    /// `balanced`: as `PreferRunning`, but a vCPU at the load bound counts as
+    /// busy: stay on the last vCPU while it runs and is under the bound, else
+    /// the next running vCPU of the set under the bound, else as `PreferRunning`.
     Balanced = 2,
 }
 
@@ -109,16 +110,17 @@ fn route_prefer_running<S: Bits + ?Sized, M: Bits + ?Sized>(inp: &RouteInputs<'_
 
 fn route_balanced<S: Bits + ?Sized, M: Bits + ?Sized>(inp: &RouteInputs<'_, S, M>) -> u32 {
     let (set, running, heavy) = (inp.set, inp.running, inp.heavy);
-    // Start after the last vCPU so consecutive events rotate over the set.
-    let next = inp.last.wrapping_add(1);
+    // Staying put is free while the last vCPU keeps up with its events.
+    if test_bit(set, inp.last) && test_bit(running, inp.last) && !test_bit(heavy, inp.last) {
+        return inp.last;
+    }
+    // Spread: the next light running vCPU after the last one.
     let light_running = |i| set.word(i) & running.word(i) & !heavy.word(i);
-    if let Some(v) = first_cyclic(set.nwords(), next, light_running) {
+    if let Some(v) = first_cyclic(set.nwords(), inp.last.wrapping_add(1), light_running) {
         return v;
     }
-    if let Some(v) = first_cyclic(set.nwords(), next, |i| set.word(i) & running.word(i)) {
-        return v;
-    }
-    route_not_running(inp)
+    // Every running vCPU of the set is heavy: as PreferRunning.
+    route_prefer_running(inp)
 }
 
 /// No vCPU of the set runs: prefer one that is blocked, since waking it runs it
@@ -128,7 +130,13 @@ fn route_not_running<S: Bits + ?Sized, M: Bits + ?Sized>(inp: &RouteInputs<'_, S
     if test_bit(set, inp.bound) && test_bit(blocked, inp.bound) {
         return inp.bound;
     }
-    first_cyclic(set.nwords(), inp.last, |i| set.word(i) & blocked.word(i)).unwrap_or(inp.bound)
+    if let Some(v) = first_cyclic(set.nwords(), inp.last, |i| set.word(i) & blocked.word(i)) {
+        return v;
+    }
+    // The bound vCPU, which the set holds, except while a set change is half
+    // done (bound vCPU and set are written apart): then the set's first vCPU
+    // from it, so the choice never leaves the set that was read.
+    first_cyclic(set.nwords(), inp.bound, |i| set.word(i)).unwrap_or(inp.bound)
 }
 
 /// Is bit `v` set? Out-of-range bits read as clear.
@@ -243,6 +251,14 @@ mod tests {
     }
 
     #[test]
+    fn fallback_stays_in_the_set_while_the_bound_vcpu_is_outside_it() {
+        let mut i = inputs(&[0b1000], &[0], &[0], &[0]);
+        i.bound = 1; // a set change has moved the set but not yet the bound vCPU
+        assert_eq!(route(Policy::PreferRunning, &i), 3);
+        assert_eq!(route(Policy::Balanced, &i), 3);
+    }
+
+    #[test]
     fn bound_when_nothing_runs_or_blocks() {
         let mut i = inputs(&[0b0110], &[0], &[0], &[0]);
         i.bound = 2;
@@ -251,18 +267,22 @@ mod tests {
     }
 
     #[test]
-    fn balanced_rotates_and_skips_heavy_vcpus() {
+    fn balanced_stays_while_light_and_moves_off_a_heavy_vcpu() {
         let set = [0b1111u64];
         let running = [0b1111u64];
         let mut i = inputs(&set, &running, &[0], &[0b0100]);
         i.last = 1;
-        assert_eq!(route(Policy::Balanced, &i), 3, "vCPU 2 is heavy");
+        assert_eq!(route(Policy::Balanced, &i), 1, "the last vCPU runs and is light: stay");
+        i.last = 2;
+        assert_eq!(route(Policy::Balanced, &i), 3, "the last vCPU is heavy: the next light one");
+        let heavy = [0b1100u64];
+        i.heavy = &heavy;
         i.last = 3;
         assert_eq!(route(Policy::Balanced, &i), 0, "wraps round");
         let all_heavy = [0b1111u64];
         i.heavy = &all_heavy;
-        i.last = 0;
-        assert_eq!(route(Policy::Balanced, &i), 1, "all heavy: still rotate over running ones");
+        i.last = 2;
+        assert_eq!(route(Policy::Balanced, &i), 2, "all heavy: as PreferRunning, stay put");
     }
 
     #[test]

@@ -38,6 +38,11 @@ pub const SCENARIOS: &[Scenario] = &[
         run: set_change_moves_queue,
     },
     Scenario {
+        name: "set-change-while-none-runs",
+        about: "a raise races a set change while no vCPU runs: the decision falls back to the bound vCPU as it moves",
+        run: set_change_while_none_runs,
+    },
+    Scenario {
         name: "stale-tail-after-queue-move",
         about: "an event moves off vCPU0's queue (of which it was the consumed tail) while another joins vCPU0's queue",
         run: stale_tail_after_queue_move,
@@ -88,6 +93,11 @@ pub const SEEDED_BUGS: &[SeededBug] = &[
     },
     SeededBug { bug: Bug::ReuseLinkedPort, scenario: "close-and-reuse-linked-port", invariant: inv::ROUTED_WITHIN_SET },
     SeededBug { bug: Bug::RouteIgnoresSet, scenario: "set-change-moves-queue", invariant: inv::ROUTED_WITHIN_SET },
+    SeededBug {
+        bug: Bug::FallbackOutsideSet,
+        scenario: "set-change-while-none-runs",
+        invariant: inv::ROUTED_WITHIN_SET,
+    },
     SeededBug {
         bug: Bug::ClearLinkedBeforeReadLink,
         scenario: "two-senders-one-consumer",
@@ -209,6 +219,21 @@ fn set_change_moves_queue(bugs: Bugs) {
     });
     st.drain(1);
     st.give(c0.join().unwrap());
+    t1.join().unwrap();
+    t2.join().unwrap();
+    st.quiesce();
+}
+
+fn set_change_while_none_runs(bugs: Bugs) {
+    let st = Stage::new(2, 2, Policy::PreferRunning, bugs);
+    let p = st.bind(0);
+    st.hv.sched.set_state(0, RunState::Runnable);
+    st.hv.sched.set_state(1, RunState::Runnable);
+    let t1 = spawn(&st.hv, move |hv| hv.send(p).unwrap());
+    let t2 = spawn(&st.hv, move |hv| {
+        let bytes = [0b10u8];
+        hv.set_vcpu_set(p, 2, Some(&bytes)).unwrap();
+    });
     t1.join().unwrap();
     t2.join().unwrap();
     st.quiesce();

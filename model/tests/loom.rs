@@ -43,6 +43,7 @@ macro_rules! scenarios {
 scenarios! {
     scenario_two_senders_one_consumer => "two-senders-one-consumer",
     scenario_set_change_moves_queue => "set-change-moves-queue",
+    scenario_set_change_while_none_runs => "set-change-while-none-runs",
     scenario_stale_tail_after_queue_move => "stale-tail-after-queue-move",
     scenario_consume_on_old_while_routed_to_new => "consume-on-old-while-routed-to-new",
     scenario_mask_unmask_race => "mask-unmask-race",

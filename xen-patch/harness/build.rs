@@ -13,17 +13,27 @@ fn main() {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
     let pointer = manifest.join("../../target/evroute-xen-src");
     println!("cargo:rerun-if-env-changed=EVROUTE_XEN_SRC");
+    println!("cargo:rerun-if-env-changed=EVROUTE_XEN_PRISTINE");
     println!("cargo:rerun-if-changed={}", pointer.display());
     println!("cargo:rerun-if-changed=c");
+    // Line 1: the patched tree; line 2: the same source without the series.
+    let recorded = fs::read_to_string(&pointer).unwrap_or_default();
+    let mut lines = recorded.lines().map(|l| PathBuf::from(l.trim()));
     let src = match env::var("EVROUTE_XEN_SRC") {
         Ok(s) => PathBuf::from(s),
-        Err(_) => match fs::read_to_string(&pointer) {
-            Ok(s) => PathBuf::from(s.trim()),
-            Err(_) => panic!(
+        Err(_) => lines.next().unwrap_or_else(|| {
+            panic!(
                 "no patched Xen source: run `cargo xtask xen --prepare` (it writes {}), or set EVROUTE_XEN_SRC",
                 pointer.display()
-            ),
-        },
+            )
+        }),
+    };
+    // EVROUTE_XEN_PRISTINE=1: event_fifo.c as Debian ships it, for the
+    // benchmark's "unpatched" column (cargo xtask bench-xen).
+    let fifo_src = if env::var_os("EVROUTE_XEN_PRISTINE").is_some() {
+        lines.next().unwrap_or_else(|| panic!("no unpatched Xen source recorded in {}", pointer.display()))
+    } else {
+        src.clone()
     };
     let out = PathBuf::from(env::var("OUT_DIR").unwrap());
     let xen = src.join("xen");
@@ -31,7 +41,7 @@ fn main() {
         println!("cargo:rerun-if-changed={}", xen.join(f).display());
     }
 
-    let mut fifo = stripped(&xen.join("common/event_fifo.c"));
+    let mut fifo = stripped(&fifo_src.join("xen/common/event_fifo.c"));
     if env::var_os("CARGO_FEATURE_SEEDED_NO_TAIL_INVALIDATION").is_some() {
         let tail = "        if ( old_q->tail == port )\n            old_q->tail = 0;\n";
         assert!(fifo.contains(tail), "event_fifo.c no longer has the tail invalidation this bug removes");

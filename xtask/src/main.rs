@@ -1,6 +1,7 @@
 //! `cargo xtask <command>`: the project's commands, so README, CI and people
 //! run the same steps.
 
+mod bench_xen;
 mod loom;
 mod run;
 mod xen;
@@ -24,6 +25,8 @@ enum Cmd {
     Loom(loom::Args),
     /// Fetch Debian's Xen 4.17.5 source, apply xen-patch/, build xen/xen.
     Xen(xen::Args),
+    /// Instructions per set-pending (callgrind): unpatched, off, each policy.
+    BenchXen,
 }
 
 fn main() -> ExitCode {
@@ -31,6 +34,7 @@ fn main() -> ExitCode {
         Cmd::Test => test(),
         Cmd::Loom(args) => loom::main(&args),
         Cmd::Xen(args) => xen::main(&args),
+        Cmd::BenchXen => bench_xen::main(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

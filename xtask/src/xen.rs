@@ -49,7 +49,7 @@ pub fn cache_dir() -> PathBuf {
     home.join(".cache/evroute")
 }
 
-fn repo_root() -> PathBuf {
+pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask sits in the repository").to_path_buf()
 }
 
@@ -104,13 +104,32 @@ pub fn prepare(steps: &mut Steps) -> Result<Tree, String> {
     Ok(Tree { src })
 }
 
-/// Prepare the patched tree and tell the harness's build script where it is.
+/// The same Debian source without the series (the benchmark's baseline).
+fn prepare_pristine(steps: &mut Steps) -> Result<PathBuf, String> {
+    let pkg = cache_dir().join("xen");
+    let tree = pkg.join(format!("pristine-{}", &ORIG_SHA256[..16]));
+    let src = tree.join("src");
+    if tree.join(".evroute-unpacked").exists() {
+        return Ok(src);
+    }
+    let _ = fs::remove_dir_all(&tree);
+    fs::create_dir_all(&tree).map_err(|e| e.to_string())?;
+    let mut unpack = Command::new("dpkg-source");
+    unpack.arg("-x").arg(pkg.join(DSC)).arg(&src);
+    steps.run("unpack Debian source without the series", unpack)?;
+    fs::write(tree.join(".evroute-unpacked"), "").map_err(|e| e.to_string())?;
+    Ok(src)
+}
+
+/// Prepare the patched (and unpatched) trees and tell the harness's build
+/// script where they are.
 pub fn prepare_for_harness(steps: &mut Steps) -> Result<Tree, String> {
     let tree = prepare(steps)?;
+    let pristine = prepare_pristine(steps)?;
     let pointer = repo_root().join("target/evroute-xen-src");
     fs::create_dir_all(pointer.parent().expect("target/")).map_err(|e| e.to_string())?;
     // Rewrite only on change: build.rs reruns when this file changes.
-    let want = tree.src.display().to_string();
+    let want = format!("{}\n{}\n", tree.src.display(), pristine.display());
     if fs::read_to_string(&pointer).ok().as_deref() != Some(want.as_str()) {
         fs::write(&pointer, &want).map_err(|e| format!("{}: {e}", pointer.display()))?;
     }

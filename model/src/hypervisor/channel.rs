@@ -2,7 +2,7 @@
 //! FIFO and routing use.
 
 use crate::abi::PRIORITY_DEFAULT;
-use crate::sync::{AtomicBool, AtomicU32, AtomicU8, Mutex, Ordering, RwLock};
+use crate::sync::{lock, AtomicBool, AtomicU32, AtomicU64, AtomicU8, Mutex, Ordering, RwLock};
 
 /// `chn->state` plus the distinctions routing cares about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -59,9 +59,14 @@ impl LastQ {
 }
 
 pub struct Channel {
-    /// `chn->lock`: read-held while setting the channel pending, write-held
-    /// while it is allocated, closed or re-bound.
+    /// `chn->lock`: write-held while the channel is allocated, closed,
+    /// re-bound or given a set; read-held by unmask and set-priority.
     pub lock: RwLock<()>,
+    /// The interdomain peer's `chn->lock`: `evtchn_send` holds the *sending*
+    /// channel's lock, not this channel's, so a send races everything that
+    /// takes only `lock`. Close and allocation take both
+    /// (`double_evtchn_lock`), sender side first.
+    pub sender_lock: RwLock<()>,
     kind: AtomicU8,
     /// `notify_vcpu_id`: the bound vCPU, always a member of `set`.
     pub notify_vcpu: AtomicU32,
@@ -72,24 +77,45 @@ pub struct Channel {
     pub lastq: AtomicU32,
     /// `chn->pending`: a raise while no event-array page held the word.
     pub pending: AtomicBool,
-    /// The vCPU set. Its own lock, because senders of an interdomain channel
+    /// The vCPU set, written one word at a time (atomically) under
+    /// `set_lock`. Its own lock, because senders of an interdomain channel
     /// hold the *sending* channel's lock, not this one. Never held with a
     /// queue lock, so it adds no lock-order edge.
-    pub set: Mutex<Box<[u64]>>,
+    pub set: Box<[AtomicU64]>,
+    /// Serialises writers of `set`, and readers that need several words.
+    pub set_lock: Mutex<()>,
 }
 
 impl Channel {
     pub fn new(nwords: usize) -> Self {
         Channel {
             lock: RwLock::new(()),
+            sender_lock: RwLock::new(()),
             kind: AtomicU8::new(Kind::Free as u8),
             notify_vcpu: AtomicU32::new(0),
             priority: AtomicU8::new(PRIORITY_DEFAULT as u8),
             // Xen's struct evtchn starts zeroed: last queue vCPU 0, priority 0.
             lastq: AtomicU32::new(0),
             pending: AtomicBool::new(false),
-            set: Mutex::new(vec![0; nwords].into_boxed_slice()),
+            set: (0..nwords).map(|_| AtomicU64::new(0)).collect(),
+            set_lock: Mutex::new(()),
         }
+    }
+
+    /// Replace the set (word by word, under `set_lock`).
+    pub fn write_set(&self, words: &[u64]) {
+        let _g = lock(&self.set_lock);
+        for (w, v) in self.set.iter().zip(words.iter().chain(core::iter::repeat(&0))) {
+            // Relaxed: the lock orders writers; a lock-free reader takes one
+            // word, and any version of it names vCPUs of some version of the set.
+            w.store(*v, Ordering::Relaxed);
+        }
+    }
+
+    /// The set as plain words (under `set_lock`).
+    pub fn read_set(&self) -> Vec<u64> {
+        let _g = lock(&self.set_lock);
+        self.set.iter().map(|w| w.load(Ordering::Relaxed)).collect()
     }
 
     pub fn kind(&self) -> Kind {

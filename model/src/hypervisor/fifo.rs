@@ -7,7 +7,6 @@ use super::Hypervisor;
 use crate::abi::{Port, SharedEvents, BUSY, LINKED, LINK_MASK, MASKED, MAX_QUEUES, PENDING, PRIORITY_MIN};
 use crate::bugs::Bug;
 use crate::error::Error;
-use crate::route::Policy;
 use crate::sync::{lock, AtomicU32, Mutex, MutexGuard, Ordering};
 
 /// `struct evtchn_fifo_queue`: HEAD lives in the vCPU's control block.
@@ -143,9 +142,6 @@ impl Hypervisor {
             if won_linked {
                 self.ghost.linked(port, q);
                 linked = self.link_on(q, old_q, v, port, ch, &mut guards);
-                if self.cfg.policy == Policy::Balanced {
-                    self.sched.note_routed(v, !linked);
-                }
             } else if !w_masked {
                 // Still LINKED on its old queue: it stays there, whatever
                 // routing preferred. Only that queue's vCPU may unlink it.

@@ -9,12 +9,12 @@ pub mod sched;
 pub use channel::{Kind, LastQ};
 pub use sched::{RunState, Sched};
 
-use crate::abi::{Port, MAX_VCPUS, PRIORITY_DEFAULT};
+use crate::abi::{Port, SharedEvents, MAX_VCPUS, PRIORITY_DEFAULT};
 use crate::bugs::{Bug, Bugs};
 use crate::error::Error;
 use crate::ghost::Ghost;
 use crate::guest::Hypercalls;
-use crate::route::{self, Policy, RouteInputs};
+use crate::route::{self, Bits, Policy, RouteInputs};
 use crate::shared::SharedPages;
 use crate::sync::{lock, read, write, Ordering};
 use channel::Channel;
@@ -112,6 +112,7 @@ impl Hypervisor {
         self.check_vcpu(vcpu)?;
         for port in 1..self.cfg.nr_ports {
             let ch = &self.chans[port as usize];
+            let _s = write(&ch.sender_lock);
             let _g = write(&ch.lock);
             if ch.kind() != Kind::Free {
                 continue;
@@ -123,7 +124,7 @@ impl Hypervisor {
             ch.notify_vcpu.store(vcpu, Ordering::Relaxed);
             ch.priority.store(PRIORITY_DEFAULT as u8, Ordering::Relaxed);
             ch.pending.store(false, Ordering::Relaxed);
-            set_only(&mut lock(&ch.set), vcpu);
+            ch.write_set(&only(ch.set.len(), vcpu));
             self.ghost.allocated(port);
             return Ok(port);
         }
@@ -135,6 +136,7 @@ impl Hypervisor {
     /// for the guest to unlink; the port is busy until then.
     pub fn close(&self, port: Port) -> Result<(), Error> {
         let ch = self.bound_chan(port)?;
+        let _s = write(&ch.sender_lock);
         let _g = write(&ch.lock);
         if ch.kind() == Kind::Free {
             return Err(Error::Unbound);
@@ -143,7 +145,7 @@ impl Hypervisor {
         ch.set_kind(Kind::Free);
         // evtchn_free: "Reset binding to vcpu0 when the channel is freed."
         ch.notify_vcpu.store(0, Ordering::Relaxed);
-        lock(&ch.set).fill(0);
+        ch.write_set(&[]);
         Ok(())
     }
 
@@ -158,7 +160,7 @@ impl Hypervisor {
     /// `send_guest_global_virq`: set the channel pending, routed.
     pub fn send(&self, port: Port) -> Result<(), Error> {
         let ch = self.bound_chan(port)?;
-        let _g = read(&ch.lock);
+        let _g = read(&ch.sender_lock);
         if ch.kind() == Kind::Free {
             return Err(Error::Unbound);
         }
@@ -166,10 +168,16 @@ impl Hypervisor {
         Ok(())
     }
 
-    /// `evtchn_port_set_pending` with evroute: pick the queue's vCPU, then
-    /// the unchanged FIFO set-pending.
+    /// `evtchn_fifo_set_pending_routed` (the routed port ops): pick the
+    /// queue's vCPU, count it for `balanced`, then the unchanged FIFO
+    /// set-pending. With the option off, `evtchn_fifo_set_pending` alone.
     fn set_pending(&self, port: Port, ch: &Channel) {
         let v = self.route_target(port, ch);
+        if self.cfg.policy == Policy::Balanced {
+            // Fresh: the vCPU had drained every queue (READY empty).
+            let fresh = self.shared.control_block(v).ready.load(Ordering::SeqCst) == 0;
+            self.sched.note_routed(v, fresh);
+        }
         self.fifo_set_pending(v, port, ch);
     }
 
@@ -180,22 +188,30 @@ impl Hypervisor {
         if !self.routes(ch) {
             return bound;
         }
-        let set = lock(&ch.set);
         let last = LastQ::from_raw(ch.lastq.load(Ordering::Relaxed)).vcpu;
         let s = &self.sched;
-        let inputs = RouteInputs {
-            set: &set[..],
-            running: &s.running[..],
-            blocked: &s.blocked[..],
-            heavy: &s.heavy[..],
-            bound,
-            last,
-        };
+        // Fast path, no lock: the first case of both policies needs one bit
+        // of one word of the set, atomic on its own; whichever version of
+        // the set that word came from, `last` was in the set when read.
+        if route::test_bit(&ch.set[..], last)
+            && route::test_bit(&s.running[..], last)
+            && (self.cfg.policy != Policy::Balanced || !route::test_bit(&s.heavy[..], last))
+        {
+            return last;
+        }
+        let _g = lock(&ch.set_lock);
+        let set = &ch.set[..];
+        let inputs =
+            RouteInputs { set, running: &s.running[..], blocked: &s.blocked[..], heavy: &s.heavy[..], bound, last };
         let mut v = route::route(self.cfg.policy, &inputs);
         if self.cfg.bugs.has(Bug::RouteIgnoresSet) {
             v = route::first_cyclic(s.running.len(), last, |i| s.running[i].load(Ordering::Relaxed)).unwrap_or(v);
         }
-        self.ghost.routed(port, v, &set);
+        let none_awake = |i: usize| set.word(i) & (s.running.word(i) | s.blocked.word(i)) == 0;
+        if self.cfg.bugs.has(Bug::FallbackOutsideSet) && (0..set.len()).all(none_awake) {
+            v = bound;
+        }
+        self.ghost.routed(port, v, set);
         v
     }
 
@@ -224,7 +240,7 @@ impl Hypervisor {
             return Err(Error::WrongKind);
         }
         ch.notify_vcpu.store(vcpu, Ordering::Relaxed);
-        set_only(&mut lock(&ch.set), vcpu);
+        ch.write_set(&only(ch.set.len(), vcpu));
         Ok(())
     }
 
@@ -257,16 +273,16 @@ impl Hypervisor {
         if !ch.kind().per_os() {
             return Err(if ch.kind() == Kind::Free { Error::Unbound } else { Error::WrongKind });
         }
-        let mut set = lock(&ch.set);
-        let n = set.len();
-        set.copy_from_slice(&words[..n]);
-        // Keep the bound vCPU inside the set, so every fallback stays in it.
+        let n = ch.set.len();
+        // Keep the bound vCPU inside the set (as the Xen patch: before the
+        // set is written; a decision in between still stays in its set).
         let bound = ch.notify_vcpu.load(Ordering::Relaxed);
-        if !route::test_bit(&set[..], bound) {
+        if !route::test_bit(&words[..], bound) {
             let first =
-                route::first_cyclic(n, 0, |i| set[i] & online[i]).expect("checked: an online vCPU is in the set");
+                route::first_cyclic(n, 0, |i| words[i] & online[i]).expect("checked: an online vCPU is in the set");
             ch.notify_vcpu.store(first, Ordering::Relaxed);
         }
+        ch.write_set(&words[..n]);
         Ok(())
     }
 
@@ -285,7 +301,7 @@ impl Hypervisor {
             _ if need == 0 => &mut none[..],
             _ => return Err(Error::Fault),
         };
-        let set = lock(&ch.set);
+        let set = ch.read_set();
         for (i, byte) in out[..nr_bits.div_ceil(8) as usize].iter_mut().enumerate() {
             let word = set.get(i / 8).copied().unwrap_or(0);
             let mut b = (word >> ((i % 8) * 8)) as u8;
@@ -311,7 +327,7 @@ impl Hypervisor {
 
     /// The channel's set as words (for tests and the debug key).
     pub fn vcpu_set_words(&self, port: Port) -> Result<Vec<u64>, Error> {
-        Ok(lock(&self.chan(port)?.set).to_vec())
+        Ok(self.chan(port)?.read_set())
     }
 
     /// `notify_vcpu_id` (0 for a free channel, as Xen resets it).
@@ -345,9 +361,11 @@ impl Hypercalls for Hypervisor {
     }
 }
 
-fn set_only(set: &mut [u64], v: u32) {
-    set.fill(0);
+/// A set of `nwords` words holding only `v`.
+fn only(nwords: usize, v: u32) -> Vec<u64> {
+    let mut set = vec![0; nwords];
     set[(v / 64) as usize] |= 1 << (v % 64);
+    set
 }
 
 /// The guest's byte bitmap (bit `n` in byte `n / 8`) into words.

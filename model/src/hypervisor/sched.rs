@@ -21,8 +21,9 @@ pub enum RunState {
     Offline,
 }
 
-/// Events routed to one vCPU since its queue was last found empty, before it
-/// counts as heavy for `Balanced`. Bounded so the signal costs one byte.
+/// Events routed to one vCPU since its queues were last found drained (or it
+/// blocked), at which it counts as heavy for `Balanced`. Bounded so the
+/// signal costs one byte.
 pub const LOAD_BOUND: u8 = 8;
 
 pub struct Sched {
@@ -100,16 +101,19 @@ impl Sched {
         crate::route::test_bit(&self.online[..], v)
     }
 
-    /// An event was linked on a queue of `v`; `fresh` if it started the
-    /// queue afresh (the guest had consumed everything before it).
+    /// An event was routed to `v`; `fresh` if `v` had drained every queue
+    /// (its READY word was empty).
     pub fn note_routed(&self, v: u32, fresh: bool) {
         let load = if fresh { 1 } else { self.load[v as usize].load(Ordering::Relaxed).saturating_add(1) };
         self.set_load(v, load.min(LOAD_BOUND));
     }
 
     fn set_load(&self, v: u32, load: u8) {
-        self.load[v as usize].store(load, Ordering::Relaxed);
-        put(&self.heavy, v, load >= LOAD_BOUND);
+        let was_heavy = self.load[v as usize].swap(load, Ordering::Relaxed) >= LOAD_BOUND;
+        // The shared bitmap changes only when the bound is crossed.
+        if (load >= LOAD_BOUND) != was_heavy {
+            put(&self.heavy, v, load >= LOAD_BOUND);
+        }
     }
 
     pub fn note_kick(&self, v: u32) {

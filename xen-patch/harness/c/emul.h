@@ -26,6 +26,7 @@ typedef bool bool_t;
 #define cf_check
 #define __init
 #define __read_mostly
+#define always_inline inline __attribute__((always_inline))
 #define custom_param(name, fn)
 #define ASSERT(p) assert(p)
 
@@ -158,7 +159,7 @@ struct evtchn_port_ops {
     void (*print_state)(struct domain *d, const struct evtchn *evtchn);
 };
 
-#define HX_PAGES 64
+#define HX_PAGES 1040 /* control blocks of up to 1024 vCPUs + event array */
 struct evtchn_fifo_domain;
 struct evtchn_route_domain;
 struct domain {
