@@ -204,15 +204,25 @@ int hx_alloc(struct domain *d, unsigned int kind, unsigned int vcpu)
     return -ENOSPC;
 }
 
-/* evtchn_close() + evtchn_free(). */
-int hx_close(struct domain *d, unsigned int port)
+/* A valid port's channel if it is in use, else NULL (-EINVAL). */
+static struct evtchn *bound_chn(struct domain *d, unsigned int port)
 {
     struct evtchn *chn;
 
     if ( !port_is_valid(d, port) )
-        return -EINVAL;
+        return NULL;
     chn = evtchn_from_port(d, port);
     if ( chn->state == ECS_FREE || chn->state == ECS_RESERVED )
+        return NULL;
+    return chn;
+}
+
+/* evtchn_close() + evtchn_free(). */
+int hx_close(struct domain *d, unsigned int port)
+{
+    struct evtchn *chn = bound_chn(d, port);
+
+    if ( !chn )
         return -EINVAL;
     if ( d->evtchn_port_ops )
         d->evtchn_port_ops->clear_pending(d, chn);
@@ -226,12 +236,9 @@ int hx_close(struct domain *d, unsigned int port)
 /* The receiving half of evtchn_send(): evtchn_port_set_pending(). */
 int hx_send(struct domain *d, unsigned int port)
 {
-    struct evtchn *chn;
+    struct evtchn *chn = bound_chn(d, port);
 
-    if ( !port_is_valid(d, port) )
-        return -EINVAL;
-    chn = evtchn_from_port(d, port);
-    if ( chn->state == ECS_FREE || chn->state == ECS_RESERVED )
+    if ( !chn )
         return -EINVAL;
     d->evtchn_port_ops->set_pending(d->vcpu[chn->notify_vcpu_id], chn);
     return 0;
