@@ -2,6 +2,7 @@
 //! run the same steps.
 
 mod bench_xen;
+mod e2e;
 mod loom;
 mod run;
 mod xen;
@@ -27,6 +28,9 @@ enum Cmd {
     Xen(xen::Args),
     /// Instructions per set-pending (callgrind): unpatched, off, each policy.
     BenchXen,
+    /// Boot the patched (and unpatched) Xen under QEMU with a Linux dom0
+    /// and run the end-to-end scenarios.
+    E2e,
 }
 
 fn main() -> ExitCode {
@@ -35,6 +39,7 @@ fn main() -> ExitCode {
         Cmd::Loom(args) => loom::main(&args),
         Cmd::Xen(args) => xen::main(&args),
         Cmd::BenchXen => bench_xen::main(),
+        Cmd::E2e => e2e::main(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

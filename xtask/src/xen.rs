@@ -105,7 +105,7 @@ pub fn prepare(steps: &mut Steps) -> Result<Tree, String> {
 }
 
 /// The same Debian source without the series (the benchmark's baseline).
-fn prepare_pristine(steps: &mut Steps) -> Result<PathBuf, String> {
+pub fn prepare_pristine(steps: &mut Steps) -> Result<PathBuf, String> {
     let pkg = cache_dir().join("xen");
     let tree = pkg.join(format!("pristine-{}", &ORIG_SHA256[..16]));
     let src = tree.join("src");

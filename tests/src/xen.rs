@@ -1,0 +1,200 @@
+//! dom0's two doors into Xen: `/dev/xen/privcmd` for hypercalls and
+//! `/dev/xen/evtchn` for event channels bound to this process.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
+use xen_sys as xs;
+
+/// `struct privcmd_hypercall` (include/uapi/xen/privcmd.h).
+#[repr(C)]
+struct Hypercall {
+    op: u64,
+    arg: [u64; 5],
+}
+
+/// `_IOC(_IOC_NONE, type, nr, size)` as Linux encodes it on x86.
+const fn ioc(ty: u8, nr: u64, size: u64) -> u64 {
+    (size << 16) | ((ty as u64) << 8) | nr
+}
+
+/// `DOMID_SELF` (xen/include/public/xen.h), missing from xen-sys.
+const DOMID_SELF: u16 = 0x7ff0;
+
+const IOCTL_PRIVCMD_HYPERCALL: u64 = ioc(b'P', 0, 48);
+const IOCTL_EVTCHN_BIND_INTERDOMAIN: u64 = ioc(b'E', 1, 8);
+const IOCTL_EVTCHN_BIND_UNBOUND_PORT: u64 = ioc(b'E', 2, 4);
+const IOCTL_EVTCHN_UNBIND: u64 = ioc(b'E', 3, 4);
+const IOCTL_EVTCHN_NOTIFY: u64 = ioc(b'E', 4, 4);
+
+fn last_errno() -> i32 {
+    io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+pub struct Privcmd(File);
+
+impl Privcmd {
+    pub fn open() -> io::Result<Self> {
+        Ok(Privcmd(OpenOptions::new().read(true).write(true).open("/dev/xen/privcmd")?))
+    }
+
+    /// `HYPERVISOR_event_channel_op(cmd, arg)`: Ok, or the positive errno.
+    pub fn evtchn_op<T>(&self, cmd: u32, arg: &mut T) -> Result<(), i32> {
+        let mut h = Hypercall {
+            op: u64::from(xs::__HYPERVISOR_event_channel_op),
+            arg: [u64::from(cmd), arg as *mut T as u64, 0, 0, 0],
+        };
+        // SAFETY: `h` is a live privcmd_hypercall; `arg` points to a live,
+        // initialised T for the duration of the call, which is all Xen reads
+        // or writes (PV dom0: Xen reads this process's memory directly).
+        let r = unsafe { libc::ioctl(self.0.as_raw_fd(), IOCTL_PRIVCMD_HYPERCALL, &mut h) };
+        if r < 0 {
+            Err(last_errno())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// `EVTCHNOP_set_vcpu_set` with a raw bitmap address (so tests can pass
+    /// bad ones). Returns `nr_bits` as written back (GET) or the errno.
+    pub fn set_vcpu_set_raw(&self, port: u32, flags: u32, nr_bits: u32, addr: u64) -> Result<u32, i32> {
+        let mut op = evroute_model::abi::EvtchnSetVcpuSet { port, flags, nr_bits, _pad: 0, bitmap: addr };
+        self.evtchn_op(evroute_model::abi::EVTCHNOP_SET_VCPU_SET, &mut op).map(|()| op.nr_bits)
+    }
+
+    pub fn set_vcpu_set(&self, port: u32, vcpus: u64) -> Result<(), i32> {
+        let bytes = vcpus.to_le_bytes();
+        self.set_vcpu_set_raw(port, 0, 64, bytes.as_ptr() as u64).map(|_| ())
+    }
+
+    /// The set read back (`EVTCHN_VCPU_SET_GET`), as 64 bits.
+    pub fn get_vcpu_set(&self, port: u32) -> Result<u64, i32> {
+        let mut bytes = [0u8; 8];
+        self.set_vcpu_set_raw(port, evroute_model::abi::EVTCHN_VCPU_SET_GET, 64, bytes.as_mut_ptr() as u64)?;
+        Ok(u64::from_le_bytes(bytes))
+    }
+
+    pub fn set_priority(&self, port: u32, priority: u32) -> Result<(), i32> {
+        let mut op = xs::evtchn_set_priority { port, priority };
+        self.evtchn_op(xs::EVTCHNOP_set_priority, &mut op)
+    }
+
+    pub fn bind_ipi(&self, vcpu: u32) -> Result<u32, i32> {
+        let mut op = xs::evtchn_bind_ipi { vcpu, port: 0 };
+        self.evtchn_op(xs::EVTCHNOP_bind_ipi, &mut op).map(|()| op.port)
+    }
+
+    pub fn bind_virq(&self, virq: u32, vcpu: u32) -> Result<u32, i32> {
+        let mut op = xs::evtchn_bind_virq { virq, vcpu, port: 0 };
+        self.evtchn_op(xs::EVTCHNOP_bind_virq, &mut op).map(|()| op.port)
+    }
+
+    pub fn alloc_unbound(&self) -> Result<u32, i32> {
+        let mut op = xs::evtchn_alloc_unbound { dom: DOMID_SELF, remote_dom: 0, port: 0 };
+        self.evtchn_op(xs::EVTCHNOP_alloc_unbound, &mut op).map(|()| op.port)
+    }
+
+    /// The vCPU a channel of dom0 is bound to (`EVTCHNOP_status`).
+    pub fn bound_vcpu(&self, port: u32) -> Result<u32, i32> {
+        // SAFETY: evtchn_status is plain old data; all-zero is valid.
+        let mut op: xs::evtchn_status = unsafe { std::mem::zeroed() };
+        op.dom = DOMID_SELF;
+        op.port = port;
+        self.evtchn_op(xs::EVTCHNOP_status, &mut op).map(|()| op.vcpu)
+    }
+
+    pub fn close(&self, port: u32) -> Result<(), i32> {
+        let mut op = xs::evtchn_close { port };
+        self.evtchn_op(xs::EVTCHNOP_close, &mut op)
+    }
+}
+
+/// One open of `/dev/xen/evtchn`. Linux names its interrupts
+/// `evtchn:<comm at open>`, so each is opened under its own thread name to
+/// tell them apart in /proc/interrupts.
+pub struct Evtchn {
+    f: File,
+    pub name: String,
+}
+
+impl Evtchn {
+    pub fn open(name: &str) -> io::Result<Self> {
+        let cname = std::ffi::CString::new(name).expect("no NUL");
+        // SAFETY: PR_SET_NAME reads a NUL-terminated string of <= 16 bytes.
+        unsafe { libc::prctl(libc::PR_SET_NAME, cname.as_ptr() as libc::c_ulong, 0, 0, 0) };
+        let f = OpenOptions::new().read(true).write(true).open("/dev/xen/evtchn")?;
+        Ok(Evtchn { f, name: name.to_string() })
+    }
+
+    fn ioctl(&self, req: u64, arg: &mut [u32]) -> io::Result<u32> {
+        // SAFETY: `arg` is the ioctl's struct (u32 fields), live for the call.
+        let r = unsafe { libc::ioctl(self.f.as_raw_fd(), req, arg.as_mut_ptr()) };
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(r as u32)
+        }
+    }
+
+    /// A new unbound port of dom0 for dom0 (the receiving half of a pair).
+    pub fn bind_unbound(&self) -> io::Result<u32> {
+        self.ioctl(IOCTL_EVTCHN_BIND_UNBOUND_PORT, &mut [0])
+    }
+
+    /// Bind to dom0's `remote_port`: the sending half of a loop-back pair.
+    pub fn bind_interdomain(&self, remote_port: u32) -> io::Result<u32> {
+        self.ioctl(IOCTL_EVTCHN_BIND_INTERDOMAIN, &mut [0, remote_port])
+    }
+
+    pub fn unbind(&self, port: u32) -> io::Result<()> {
+        self.ioctl(IOCTL_EVTCHN_UNBIND, &mut [port]).map(|_| ())
+    }
+
+    pub fn notify(&self, port: u32) -> io::Result<()> {
+        self.ioctl(IOCTL_EVTCHN_NOTIFY, &mut [port]).map(|_| ())
+    }
+
+    /// Ports that fired, waiting up to `timeout_ms`; empty on time-out.
+    pub fn wait(&mut self, timeout_ms: i32) -> io::Result<Vec<u32>> {
+        let mut pfd = libc::pollfd { fd: self.f.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        // SAFETY: one live pollfd.
+        let r = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if r == 0 {
+            return Ok(Vec::new());
+        }
+        let mut buf = [0u8; 256];
+        let n = self.f.read(&mut buf)?;
+        Ok(buf[..n].chunks_exact(4).map(|c| u32::from_ne_bytes([c[0], c[1], c[2], c[3]])).collect())
+    }
+
+    /// Re-enable delivery of `port` (the driver masks it after each event).
+    pub fn unmask(&mut self, port: u32) -> io::Result<()> {
+        self.f.write_all(&port.to_ne_bytes())
+    }
+}
+
+/// Per-CPU counts of the interrupt named `evtchn:<name>` in /proc/interrupts.
+pub fn irq_counts(name: &str) -> io::Result<Vec<u64>> {
+    let text = std::fs::read_to_string("/proc/interrupts")?;
+    let ncpu = text.lines().next().map_or(0, |h| h.split_whitespace().count());
+    let want = format!("evtchn:{name}");
+    let line = text
+        .lines()
+        .find(|l| l.split_whitespace().last() == Some(want.as_str()))
+        .ok_or_else(|| io::Error::other(format!("{want} not in /proc/interrupts")))?;
+    Ok(line.split_whitespace().skip(1).take(ncpu).map(|c| c.parse().unwrap_or(0)).collect())
+}
+
+/// Pin the calling thread to one CPU.
+pub fn pin(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET stays in
+    // bounds for cpu < CPU_SETSIZE; sched_setaffinity reads it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}

@@ -1,0 +1,258 @@
+//! `cargo xtask e2e`: boot the patched Xen (and Debian's unpatched one, to
+//! compare) under QEMU in software emulation with Debian's Linux as a
+//! 4-vCPU dom0 on 2 emulated CPUs, run `evroute-e2e` as dom0's init once per
+//! `evtchn-route=` mode, and summarise. Serial logs stay in target/e2e/.
+
+use crate::run::Steps;
+use crate::xen;
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+/// (label, Xen build, evtchn-route= value or None, tool mode)
+const BOOTS: [(&str, bool, Option<&str>, &str); 4] = [
+    ("unpatched", false, None, "unpatched"),
+    ("off", true, Some("off"), "off"),
+    ("running", true, Some("running"), "running"),
+    ("balanced", true, Some("balanced"), "balanced"),
+];
+const BOOT_TIMEOUT_SECS: &str = "300";
+
+pub fn main() -> Result<(), String> {
+    let mut steps = Steps::default();
+    let missing: Vec<&str> =
+        [("qemu-system-x86_64", "qemu-system-x86"), ("busybox", "busybox-static"), ("cpio", "cpio")]
+            .into_iter()
+            .filter(|(bin, _)| !xen::on_path(bin))
+            .map(|(_, pkg)| pkg)
+            .collect();
+    let mut pkgs = missing;
+    if kernel().is_err() {
+        pkgs.push("linux-image-amd64");
+    }
+    if !pkgs.is_empty() {
+        xen::apt_install(&mut steps, &pkgs)?;
+    }
+    let (vmlinuz, kver) = kernel()?;
+
+    let patched = xen::prepare_for_harness(&mut steps)?;
+    xen::build(&mut steps, &patched)?;
+    let pristine = xen::Tree { src: xen::prepare_pristine(&mut steps)? };
+    xen::build(&mut steps, &pristine)?;
+
+    let root = xen::repo_root();
+    let out = root.join("target/e2e");
+    let target_dir = out.to_string_lossy().into_owned();
+    steps.cargo(
+        "build evroute-e2e (static)",
+        &["build", "--release", "--target", "x86_64-unknown-linux-gnu", "-p", "evroute-tests"],
+        &[("RUSTFLAGS", "-C target-feature=+crt-static"), ("CARGO_TARGET_DIR", &target_dir)],
+    )?;
+    let tool = out.join("x86_64-unknown-linux-gnu/release/evroute-e2e");
+    let initrd = initramfs(&mut steps, &out, &tool, &kver)?;
+
+    let mut results = Vec::new();
+    for (label, is_patched, route, mode) in BOOTS {
+        let image = if is_patched { &patched } else { &pristine }.src.join("xen/xen");
+        results.push(boot(&out, label, &image, route, mode, &vmlinuz, &initrd)?);
+    }
+    summary(&results);
+    steps.summary();
+    let failed: Vec<String> = results
+        .iter()
+        .flat_map(|b| b.verdicts.iter().filter(|(_, ok, _)| !ok).map(move |(s, _, d)| format!("{}: {s}: {d}", b.label)))
+        .collect();
+    if !failed.is_empty() {
+        return Err(format!("e2e scenarios failed:\n  {}", failed.join("\n  ")));
+    }
+    Ok(())
+}
+
+/// Debian's dom0 kernel: /boot/vmlinuz-<ver> with its modules.
+fn kernel() -> Result<(PathBuf, String), String> {
+    let mut found: Vec<String> = fs::read_dir("/boot")
+        .map_err(|e| format!("/boot: {e}"))?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter_map(|n| n.strip_prefix("vmlinuz-").map(str::to_string))
+        .filter(|v| Path::new("/lib/modules").join(v).join("kernel/drivers/xen/xen-evtchn.ko").exists())
+        .collect();
+    found.sort();
+    let ver = found.pop().ok_or("no /boot/vmlinuz-* with xen-evtchn.ko (apt-get install linux-image-amd64)")?;
+    Ok((PathBuf::from(format!("/boot/vmlinuz-{ver}")), ver))
+}
+
+/// busybox, the Xen device modules, the test tool and an init that runs it
+/// with the mode given on the kernel command line, then powers off.
+fn initramfs(steps: &mut Steps, out: &Path, tool: &Path, kver: &str) -> Result<PathBuf, String> {
+    let root = out.join("initramfs");
+    let _ = fs::remove_dir_all(&root);
+    for d in ["bin", "dev", "proc", "sys", "lib/modules"] {
+        fs::create_dir_all(root.join(d)).map_err(|e| e.to_string())?;
+    }
+    let copy = |from: &Path, to: &Path| fs::copy(from, to).map(|_| ()).map_err(|e| format!("{}: {e}", from.display()));
+    let busybox =
+        ["/bin/busybox", "/usr/bin/busybox"].into_iter().map(Path::new).find(|p| p.exists()).ok_or("no busybox")?;
+    copy(busybox, &root.join("bin/busybox"))?;
+    for applet in ["sh", "mount", "insmod", "sed", "grep", "poweroff", "cat"] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).map_err(|e| e.to_string())?;
+    }
+    let mods = Path::new("/lib/modules").join(kver).join("kernel/drivers/xen");
+    for m in ["xen-evtchn.ko", "xen-privcmd.ko"] {
+        copy(&mods.join(m), &root.join("lib/modules").join(m))?;
+    }
+    copy(tool, &root.join("bin/evroute-e2e"))?;
+    let init = "#!/bin/sh\n\
+        mount -t proc proc /proc\nmount -t sysfs sys /sys\nmount -t devtmpfs dev /dev\n\
+        insmod /lib/modules/xen-evtchn.ko\ninsmod /lib/modules/xen-privcmd.ko\n\
+        mode=$(sed -n 's/.*evroute\\.mode=\\([a-z]*\\).*/\\1/p' /proc/cmdline)\n\
+        echo \"EVROUTE-BOOT mode=$mode cpus=$(grep -c ^processor /proc/cpuinfo)\"\n\
+        /bin/evroute-e2e \"$mode\"\npoweroff -f\n";
+    fs::write(root.join("init"), init).map_err(|e| e.to_string())?;
+    let mut chmod = Command::new("chmod");
+    chmod.arg("+x").arg(root.join("init"));
+    steps.run("initramfs: chmod init", chmod)?;
+    let initrd = out.join("initrd.gz");
+    let mut pack = Command::new("sh");
+    pack.arg("-c").arg(format!(
+        "cd '{}' && find . | cpio -o -H newc --quiet | gzip > '{}'",
+        root.display(),
+        initrd.display()
+    ));
+    steps.run("initramfs: pack", pack)?;
+    Ok(initrd)
+}
+
+struct Boot {
+    label: String,
+    secs: f64,
+    verdicts: Vec<(String, bool, String)>,
+    metrics: Vec<BTreeMap<String, String>>,
+}
+
+fn boot(
+    out: &Path,
+    label: &str,
+    xen: &Path,
+    route: Option<&str>,
+    mode: &str,
+    vmlinuz: &Path,
+    initrd: &Path,
+) -> Result<Boot, String> {
+    let log = out.join(format!("serial-{label}.log"));
+    let _ = fs::remove_file(&log);
+    let mut xen_cmdline = "console=com1 com1=115200,8n1 noreboot dom0_max_vcpus=4 dom0_mem=1G".to_string();
+    if let Some(r) = route {
+        xen_cmdline.push_str(&format!(" evtchn-route={r}"));
+    }
+    let dom0 = format!("{} console=hvc0 quiet evroute.mode={mode},{}", vmlinuz.display(), initrd.display());
+    eprintln!("==> boot {label}: Xen \"{xen_cmdline}\" (serial log {})", log.display());
+    let t = Instant::now();
+    let status = Command::new("timeout")
+        .arg(BOOT_TIMEOUT_SECS)
+        .args(["qemu-system-x86_64", "-nographic", "-cpu", "qemu64", "-m", "2G", "-smp", "2", "-no-reboot"])
+        .args(["-monitor", "none", "-serial"])
+        .arg(format!("file:{}", log.display()))
+        .arg("-kernel")
+        .arg(xen)
+        .arg("-append")
+        .arg(&xen_cmdline)
+        .arg("-initrd")
+        .arg(&dom0)
+        .stdin(std::process::Stdio::null())
+        .status()
+        .map_err(|e| format!("qemu-system-x86_64: {e}"))?;
+    let secs = t.elapsed().as_secs_f64();
+    let text = String::from_utf8_lossy(&fs::read(&log).unwrap_or_default()).into_owned();
+    if !text.contains("EVROUTE-BOOT") {
+        return Err(format!(
+            "boot '{label}' did not come up (qemu {status}, {secs:.0}s): dom0's init never ran; see {}",
+            log.display()
+        ));
+    }
+    let mut verdicts = Vec::new();
+    let mut metrics = Vec::new();
+    for line in text.lines().map(|l| l.trim_end_matches('\r')) {
+        if let Some(rest) = line.strip_prefix("EVROUTE ") {
+            let mut it = rest.splitn(3, ' ');
+            let (name, verdict, detail) = (it.next().unwrap_or(""), it.next().unwrap_or(""), it.next().unwrap_or(""));
+            verdicts.push((name.to_string(), verdict == "PASS", detail.to_string()));
+        } else if let Some(rest) = line.strip_prefix("EVROUTE-METRIC ") {
+            metrics.push(parse_metric(rest));
+        } else if line.starts_with("EVROUTE-DETAIL") {
+            eprintln!("    {line}");
+        }
+    }
+    if !text.contains("EVROUTE-DONE") {
+        verdicts.push((
+            "finished".into(),
+            false,
+            format!("the tool did not finish (crash or time-out); see {}", log.display()),
+        ));
+    }
+    eprintln!("    {label}: {secs:.1}s wall, {} scenarios", verdicts.len());
+    Ok(Boot { label: label.to_string(), secs, verdicts, metrics })
+}
+
+/// `k=v` pairs; a value in brackets may hold spaces.
+fn parse_metric(s: &str) -> BTreeMap<String, String> {
+    let mut m = BTreeMap::new();
+    let mut rest = s;
+    while let Some(eq) = rest.find('=') {
+        let key = rest[..eq].trim().to_string();
+        let after = &rest[eq + 1..];
+        let end = if after.starts_with('[') {
+            after.find(']').map_or(after.len(), |i| i + 1)
+        } else {
+            after.find(' ').unwrap_or(after.len())
+        };
+        m.insert(key, after[..end].to_string());
+        rest = &after[end..];
+    }
+    m
+}
+
+fn summary(boots: &[Boot]) {
+    println!("\n| boot | wall s | scenario | result | detail |\n|---|---|---|---|---|");
+    for b in boots {
+        for (s, ok, d) in &b.verdicts {
+            println!("| {} | {:.1} | {s} | {} | {d} |", b.label, b.secs, if *ok { "PASS" } else { "FAIL" });
+        }
+    }
+    println!("\n| boot | scenario | bound vCPU | per-vCPU handled | on running vCPUs | Jain | p50 µs | p99 µs |\n|---|---|---|---|---|---|---|---|");
+    let mut share = BTreeMap::new();
+    for b in boots {
+        for m in &b.metrics {
+            let g = |k: &str| m.get(k).cloned().unwrap_or_default();
+            println!(
+                "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                b.label,
+                g("scenario"),
+                g("bound_vcpu"),
+                g("per_vcpu"),
+                g("running_share"),
+                g("jain"),
+                g("p50_us"),
+                g("p99_us")
+            );
+            share.insert(
+                g("scenario"),
+                (g("p50_us").parse::<f64>().unwrap_or(0.0), g("p99_us").parse::<f64>().unwrap_or(0.0)),
+            );
+        }
+    }
+    if let (Some(off), Some(on)) = (share.get("share-off"), share.get("share-running")) {
+        if on.0 > 0.0 && on.1 > 0.0 {
+            println!(
+                "\nlatency off/running: p50 {:.1}/{:.1} µs = {:.2}x, p99 {:.1}/{:.1} µs = {:.2}x",
+                off.0,
+                on.0,
+                off.0 / on.0,
+                off.1,
+                on.1,
+                off.1 / on.1
+            );
+        }
+    }
+}
