@@ -174,7 +174,7 @@ fn share(pc: &Privcmd, name: &str, vcpus: Option<u64>, mode: &str) -> (bool, f64
     (report(name, pass, format!("{}/{PINGS} delivered, per-vCPU {counts:?}, want {want}", lat.len())), share)
 }
 
-/// Jain's fairness index over the vCPUs that handled anything.
+/// Jain's fairness index over all of dom0's vCPUs: 1/n when one vCPU handles everything.
 fn jain(counts: &[u64]) -> f64 {
     let xs: Vec<f64> = counts.iter().map(|&c| c as f64).collect();
     let (s, s2): (f64, f64) = (xs.iter().sum(), xs.iter().map(|x| x * x).sum());

@@ -20,7 +20,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// The test command: fmt, clippy, unit tests, proptest, the Xen C
-    /// differential test, loom, seeded bugs.
+    /// differential test, loom, seeded bugs, then the QEMU boots (e2e).
     Test,
     /// Run the loom scenarios, or one seeded bug.
     Loom(loom::Args),
@@ -77,5 +77,6 @@ fn test() -> Result<(), String> {
     steps.run_must_fail("harness: C built without tail invalidation", seeded, "minimal failing input")?;
     loom::suite(&mut steps, loom::BOUND_CI)?;
     steps.summary();
-    Ok(())
+    // The real system last: the patched Xen booted under QEMU.
+    e2e::main()
 }
