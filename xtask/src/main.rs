@@ -20,7 +20,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// The test command: fmt, clippy, unit tests, proptest, the Xen C
-    /// differential test, loom, seeded bugs, then the QEMU boots (e2e).
+    /// differential test, the simulator's validation and main job, loom,
+    /// seeded bugs, then the QEMU boots (e2e).
     Test,
     /// Run the loom scenarios, or one seeded bug.
     Loom(loom::Args),
@@ -75,6 +76,8 @@ fn test() -> Result<(), String> {
         "xen_c_matches_the_model",
     ]);
     steps.run_must_fail("harness: C built without tail invalidation", seeded, "minimal failing input")?;
+    // The main job, as the README gives it: the policy table of the default scenario.
+    steps.cargo("main job: evroute-sim (default scenario)", &["run", "--release", "-q", "-p", "evroute-sim"], &[])?;
     loom::suite(&mut steps, loom::BOUND_CI)?;
     steps.summary();
     // The real system last: the patched Xen booted under QEMU.

@@ -1,0 +1,147 @@
+//! Run a scenario under each policy and report: the table, the JSON.
+
+use crate::host::{read_traces, Host, Traces};
+use crate::metrics::{jain, round3, LatencySummary, Metrics};
+use crate::scenario::Scenario;
+use evroute_model::Policy;
+use rayon::prelude::*;
+use serde::Serialize;
+use std::fmt::Write as _;
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct PolicyResult {
+    /// The `evtchn-route=` value.
+    pub policy: &'static str,
+    pub raised: u64,
+    pub coalesced: u64,
+    /// Raise to handler start.
+    pub handler: LatencySummary,
+    /// Raise to the end of the last stage.
+    pub completion: LatencySummary,
+    /// Handler runs on each vCPU of the first source's domain.
+    pub handled_per_vcpu: Vec<u64>,
+    /// Jain's index over the vCPUs of the first source's set.
+    pub jain: f64,
+    pub ipis_per_event: f64,
+    pub wakeups_per_event: f64,
+    pub context_switches: u64,
+    pub engine_events: u64,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Report {
+    pub scenario: String,
+    pub seed: u64,
+    pub pcpus: u32,
+    pub vcpus: u32,
+    pub scheduler: String,
+    pub simulated_ms: f64,
+    pub policies: Vec<PolicyResult>,
+}
+
+pub fn policy_label(p: Policy) -> &'static str {
+    match p {
+        Policy::Bound => "off (Bound)",
+        Policy::PreferRunning => "running (PreferRunning)",
+        Policy::Balanced => "balanced (Balanced)",
+    }
+}
+
+/// One run of `s` under `policy`.
+pub fn run_one(s: &Scenario, policy: Policy, traces: &Traces) -> (PolicyResult, Metrics) {
+    let m = Host::new(s, policy, traces).run();
+    (summarise(s, policy, &m), m)
+}
+
+fn summarise(s: &Scenario, policy: Policy, m: &Metrics) -> PolicyResult {
+    let (handled, in_set): (Vec<u64>, Vec<u64>) = match s.sources.first() {
+        Some(src) => {
+            let di = s.domain_index(src.domain.get_ref()).expect("checked");
+            let first: usize = s.domains[..di].iter().map(|d| *d.vcpus.get_ref() as usize).sum();
+            let n = *s.domains[di].vcpus.get_ref() as usize;
+            let h = m.handled[first..first + n].to_vec();
+            let set = (0..n as u32).filter(|&v| src.in_set(v)).map(|v| h[v as usize]).collect();
+            (h, set)
+        }
+        None => (Vec::new(), Vec::new()),
+    };
+    let per = |x: u64| if m.raised == 0 { 0.0 } else { round3(x as f64 / m.raised as f64) };
+    PolicyResult {
+        policy: policy.option_name(),
+        raised: m.raised,
+        coalesced: m.coalesced,
+        handler: m.handler.summary(),
+        completion: m.completion.summary(),
+        handled_per_vcpu: handled,
+        jain: round3(jain(&in_set)),
+        ipis_per_event: per(m.ipis),
+        wakeups_per_event: per(m.wakeups),
+        context_switches: m.context_switches,
+        engine_events: m.engine_events,
+    }
+}
+
+/// Every policy of `policies`, in parallel; results in the order given.
+pub fn run_all(s: &Scenario, policies: &[Policy]) -> Result<(Report, Vec<Metrics>), String> {
+    let traces = read_traces(s)?;
+    let runs: Vec<(PolicyResult, Metrics)> = policies.par_iter().map(|&p| run_one(s, p, &traces)).collect();
+    let (results, metrics) = runs.into_iter().unzip();
+    let report = Report {
+        scenario: s.name.clone(),
+        seed: s.seed,
+        pcpus: *s.host.pcpus.get_ref(),
+        vcpus: s.total_vcpus(),
+        scheduler: format!("{:?}", s.host.scheduler).to_lowercase(),
+        simulated_ms: *s.duration_ms.get_ref(),
+        policies: results,
+    };
+    Ok((report, metrics))
+}
+
+pub fn table(r: &Report) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{} — {} pCPUs, {} vCPUs, {}, {:.1} s simulated per policy, seed {}",
+        r.scenario,
+        r.pcpus,
+        r.vcpus,
+        r.scheduler,
+        r.simulated_ms / 1e3,
+        r.seed
+    );
+    let _ = writeln!(out, "latency from raise to handler start, µs; 'done' = raise to the end of the last stage");
+    let _ = writeln!(
+        out,
+        "{:<24} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9} {:>6} {:>7} {:>7}",
+        "policy", "p50", "p90", "p99", "p99.9", "max", "done p50", "done p99", "Jain", "IPIs/ev", "wake/ev"
+    );
+    for p in &r.policies {
+        let pol = Policy::from_option(p.policy).expect("own name");
+        let _ = writeln!(
+            out,
+            "{:<24} {:>8.1} {:>8.1} {:>8.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>6.3} {:>7.3} {:>7.3}",
+            policy_label(pol),
+            p.handler.p50_us,
+            p.handler.p90_us,
+            p.handler.p99_us,
+            p.handler.p999_us,
+            p.handler.max_us,
+            p.completion.p50_us,
+            p.completion.p99_us,
+            p.jain,
+            p.ipis_per_event,
+            p.wakeups_per_event
+        );
+    }
+    for p in &r.policies {
+        let _ = writeln!(out, "handled per vCPU, {:<9} {:?}", p.policy, p.handled_per_vcpu);
+    }
+    let get = |name: &str| r.policies.iter().find(|p| p.policy == name);
+    if let (Some(b), Some(pr)) = (get("off"), get("running")) {
+        if pr.handler.p99_us > 0.0 {
+            let _ = writeln!(out, "p99 off / running: {:.2}x", b.handler.p99_us / pr.handler.p99_us);
+        }
+    }
+    out
+}

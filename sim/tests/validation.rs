@@ -1,0 +1,251 @@
+//! Closed-form checks of the simulator: cases whose answer is known without
+//! simulating, so a mistake in the engine, a scheduler or the guest shows.
+
+use evroute_model::Policy;
+use evroute_sim::host::{read_traces, Host};
+use evroute_sim::report::{run_all, run_one, PolicyResult};
+use evroute_sim::scenario::{Scenario, DEFAULT};
+
+fn scenario(text: &str) -> Scenario {
+    Scenario::parse(text, "test.toml").unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn one(s: &Scenario, p: Policy) -> PolicyResult {
+    run_one(s, p, &read_traces(s).unwrap()).0
+}
+
+fn close(got: f64, want: f64, rel: f64) -> bool {
+    (got - want).abs() <= want.abs() * rel
+}
+
+/// One vCPU alone on its pCPU (null scheduler): nothing waits, so every
+/// event's latency is exactly the path: send + entry to the handler, plus
+/// the handler to completion.
+#[test]
+fn a_vcpu_that_always_runs_sees_only_the_path_cost() {
+    let s = scenario(
+        r#"
+        name = "always running"
+        duration_ms = 2000
+        [host]
+        pcpus = 1
+        scheduler = "null"
+        [costs]
+        send_us = 2.0
+        entry_us = 3.5
+        [[domain]]
+        name = "g"
+        vcpus = 1
+        busy = "all"
+        [[source]]
+        name = "s"
+        domain = "g"
+        handler_us = 10.0
+        arrival = { kind = "poisson", rate_per_s = 50 }
+        "#,
+    );
+    let r = one(&s, Policy::Bound);
+    assert!(r.raised > 50, "too few events: {}", r.raised);
+    assert_eq!(r.coalesced, 0);
+    assert_eq!(r.handler.mean_us, 5.5, "{:?}", r.handler);
+    assert!(close(r.handler.max_us, 5.5, 1e-3) && close(r.handler.p50_us, 5.5, 1e-3), "{:?}", r.handler);
+    assert_eq!(r.completion.mean_us, 15.5, "{:?}", r.completion);
+    assert_eq!(r.ipis_per_event, 1.0);
+    assert_eq!(r.wakeups_per_event, 0.0);
+}
+
+/// The same vCPU idle between events: each event wakes it (the null
+/// scheduler runs it at once), and the latency is still the path.
+#[test]
+fn a_blocked_vcpu_on_its_own_pcpu_is_woken_by_every_event() {
+    let s = scenario(
+        r#"
+        name = "idle"
+        duration_ms = 2000
+        [host]
+        pcpus = 1
+        scheduler = "null"
+        [[domain]]
+        name = "g"
+        vcpus = 1
+        [[source]]
+        name = "s"
+        domain = "g"
+        handler_us = 10.0
+        arrival = { kind = "poisson", rate_per_s = 50 }
+        "#,
+    );
+    let r = one(&s, Policy::Bound);
+    assert_eq!(r.handler.mean_us, 5.5, "{:?}", r.handler);
+    assert_eq!(r.wakeups_per_event, 1.0);
+    assert_eq!(r.ipis_per_event, 0.0);
+}
+
+/// One always-running vCPU serving Poisson arrivals with a fixed handler
+/// cost and free notification is an M/D/1 queue: mean wait
+/// rho * D / (2 (1 - rho)). Channels are many so that merging a raise into
+/// a still-pending event (which M/D/1 does not have) is negligible.
+#[test]
+fn a_single_server_poisson_case_matches_the_md1_mean() {
+    for (rate, d_us) in [(50_000.0, 10.0), (80_000.0, 10.0)] {
+        let s = scenario(&format!(
+            r#"
+            name = "M/D/1"
+            duration_ms = 20000
+            warmup_ms = 100
+            [host]
+            pcpus = 1
+            scheduler = "null"
+            [costs]
+            send_us = 0.0
+            entry_us = 0.0
+            [[domain]]
+            name = "g"
+            vcpus = 1
+            busy = "all"
+            [[source]]
+            name = "s"
+            domain = "g"
+            channels = 4096
+            handler_us = {d_us}
+            arrival = {{ kind = "poisson", rate_per_s = {rate} }}
+            "#
+        ));
+        let r = one(&s, Policy::Bound);
+        let rho = rate * d_us * 1e-6;
+        let wq = rho * d_us / (2.0 * (1.0 - rho));
+        eprintln!(
+            "rho {rho}: wait {} µs (M/D/1 {wq}), sojourn {} µs, merged {}",
+            r.handler.mean_us, r.completion.mean_us, r.coalesced
+        );
+        assert!((r.coalesced as f64) < 1e-3 * r.raised as f64, "{} of {} merged", r.coalesced, r.raised);
+        assert!(close(r.handler.mean_us, wq, 0.02), "rho {rho}: mean wait {} µs, M/D/1 {wq:.3} µs", r.handler.mean_us);
+        assert!(
+            close(r.completion.mean_us, wq + d_us, 0.02),
+            "rho {rho}: mean sojourn {} µs, M/D/1 {:.3} µs",
+            r.completion.mean_us,
+            wq + d_us
+        );
+    }
+}
+
+/// Every vCPU always on a pCPU: the bound vCPU runs, so routing has nothing
+/// to improve and every policy must give the same events the same fate.
+#[test]
+fn with_every_vcpu_always_running_all_policies_coincide() {
+    let s = scenario(
+        r#"
+        name = "no overcommit"
+        duration_ms = 3000
+        [host]
+        pcpus = 4
+        scheduler = "null"
+        [[domain]]
+        name = "g"
+        vcpus = 4
+        busy = "all"
+        [[source]]
+        name = "net"
+        domain = "g"
+        channels = 4
+        handler_us = 5.0
+        arrival = { kind = "poisson", rate_per_s = 40000 }
+        "#,
+    );
+    let (r, _) = run_all(&s, &Policy::ALL).unwrap();
+    let strip = |p: &PolicyResult| PolicyResult { policy: "", ..p.clone() };
+    assert!(r.policies[0].raised > 100_000);
+    assert_eq!(strip(&r.policies[0]), strip(&r.policies[1]));
+    assert_eq!(strip(&r.policies[0]), strip(&r.policies[2]));
+}
+
+fn busy_host(sched: &str, pcpus: u32, vcpus: u32) -> Scenario {
+    scenario(&format!(
+        r#"
+        name = "busy"
+        duration_ms = 3000
+        [host]
+        pcpus = {pcpus}
+        scheduler = "{sched}"
+        [[domain]]
+        name = "g"
+        vcpus = {vcpus}
+        busy = "all"
+        "#
+    ))
+}
+
+/// Each scheduler hands out exactly the host's CPU time: run time of every
+/// vCPU plus idle time of every pCPU is pCPUs x time, with events, wake-ups
+/// and preemptions going on (the default scenario) and without.
+#[test]
+fn every_scheduler_conserves_cpu_time() {
+    let mut cases = vec![busy_host("credit2", 3, 7), busy_host("credit", 3, 7), busy_host("null", 4, 3)];
+    for sched in ["credit2", "credit"] {
+        let mut s = scenario(DEFAULT);
+        *s.duration_ms.get_mut() = 2000.0;
+        s.host.scheduler = toml::Value::String(sched.into()).try_into().unwrap();
+        cases.push(s);
+    }
+    for s in &cases {
+        let end = ((s.warmup_ms + s.duration_ms.get_ref()) * 1e6) as u64;
+        let p = u64::from(*s.host.pcpus.get_ref());
+        for policy in Policy::ALL {
+            let m = Host::new(s, policy, &read_traces(s).unwrap()).run();
+            let run: u64 = m.run_time.iter().sum();
+            let idle: u64 = m.idle_time.iter().sum();
+            assert_eq!(
+                run + idle,
+                p * end,
+                "{:?} {policy:?}: run {run} + idle {idle} != {p} x {end}",
+                s.host.scheduler
+            );
+        }
+    }
+}
+
+/// Equal weights, all CPU-bound: each vCPU gets its share within 5 %.
+#[test]
+fn credit_schedulers_share_the_host_equally_among_busy_vcpus() {
+    for sched in ["credit2", "credit"] {
+        let s = busy_host(sched, 3, 7);
+        let m = Host::new(&s, Policy::Bound, &vec![None]).run();
+        let fair = 3.0 * 3e9 / 7.0;
+        for (v, &t) in m.run_time.iter().enumerate() {
+            assert!(
+                close(t as f64, fair, 0.05),
+                "{sched}: vCPU {v} ran {:.3} s, fair {:.3} s",
+                t as f64 / 1e9,
+                fair / 1e9
+            );
+        }
+    }
+}
+
+#[test]
+fn the_same_seed_gives_byte_identical_json() {
+    let mut s = scenario(DEFAULT);
+    *s.duration_ms.get_mut() = 1000.0;
+    let json = |s: &Scenario| serde_json::to_string_pretty(&run_all(s, &Policy::ALL).unwrap().0).unwrap();
+    let a = json(&s);
+    assert_eq!(a, json(&s));
+    s.seed += 1;
+    assert_ne!(a, json(&s), "the seed must matter");
+}
+
+/// With the guest's bound vCPUs preempted by a neighbour, PreferRunning
+/// must move events to running vCPUs: the default scenario's headline.
+#[test]
+fn prefer_running_cuts_the_default_scenarios_median_and_tail() {
+    let mut s = scenario(DEFAULT);
+    *s.duration_ms.get_mut() = 3000.0;
+    let (r, _) = run_all(&s, &[Policy::Bound, Policy::PreferRunning]).unwrap();
+    let (off, on) = (&r.policies[0], &r.policies[1]);
+    assert!(
+        on.handler.p50_us * 10.0 < off.handler.p50_us,
+        "p50 off {} running {}",
+        off.handler.p50_us,
+        on.handler.p50_us
+    );
+    assert!(on.handler.p99_us < off.handler.p99_us, "p99 off {} running {}", off.handler.p99_us, on.handler.p99_us);
+}
