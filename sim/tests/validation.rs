@@ -18,14 +18,12 @@ fn close(got: f64, want: f64, rel: f64) -> bool {
     (got - want).abs() <= want.abs() * rel
 }
 
-/// One vCPU alone on its pCPU (null scheduler): nothing waits, so every
-/// event's latency is exactly the path: send + entry to the handler, plus
-/// the handler to completion.
-#[test]
-fn a_vcpu_that_always_runs_sees_only_the_path_cost() {
-    let s = scenario(
+/// One vCPU alone on its pCPU (null scheduler), CPU-bound (`busy = "all"`)
+/// or idle between events (`"none"`); Poisson events at 50/s, handler 10 µs.
+fn one_vcpu_alone(busy: &str) -> PolicyResult {
+    let s = scenario(&format!(
         r#"
-        name = "always running"
+        name = "one vCPU alone"
         duration_ms = 2000
         [host]
         pcpus = 1
@@ -36,17 +34,25 @@ fn a_vcpu_that_always_runs_sees_only_the_path_cost() {
         [[domain]]
         name = "g"
         vcpus = 1
-        busy = "all"
+        busy = "{busy}"
         [[source]]
         name = "s"
         domain = "g"
         handler_us = 10.0
-        arrival = { kind = "poisson", rate_per_s = 50 }
-        "#,
-    );
+        arrival = {{ kind = "poisson", rate_per_s = 50 }}
+        "#
+    ));
     let r = one(&s, Policy::Bound);
     assert!(r.raised > 50, "too few events: {}", r.raised);
     assert_eq!(r.coalesced, 0);
+    r
+}
+
+/// Nothing waits, so every event's latency is exactly the path: send +
+/// entry to the handler, plus the handler to completion.
+#[test]
+fn a_vcpu_that_always_runs_sees_only_the_path_cost() {
+    let r = one_vcpu_alone("all");
     assert_eq!(r.handler.mean_us, 5.5, "{:?}", r.handler);
     assert!(close(r.handler.max_us, 5.5, 1e-3) && close(r.handler.p50_us, 5.5, 1e-3), "{:?}", r.handler);
     assert_eq!(r.completion.mean_us, 15.5, "{:?}", r.completion);
@@ -54,29 +60,13 @@ fn a_vcpu_that_always_runs_sees_only_the_path_cost() {
     assert_eq!(r.wakeups_per_event, 0.0);
 }
 
-/// The same vCPU idle between events: each event wakes it (the null
-/// scheduler runs it at once), and the latency is still the path.
+/// Idle between events: each event wakes the vCPU (the null scheduler runs
+/// it at once), and the latency is still the path.
 #[test]
 fn a_blocked_vcpu_on_its_own_pcpu_is_woken_by_every_event() {
-    let s = scenario(
-        r#"
-        name = "idle"
-        duration_ms = 2000
-        [host]
-        pcpus = 1
-        scheduler = "null"
-        [[domain]]
-        name = "g"
-        vcpus = 1
-        [[source]]
-        name = "s"
-        domain = "g"
-        handler_us = 10.0
-        arrival = { kind = "poisson", rate_per_s = 50 }
-        "#,
-    );
-    let r = one(&s, Policy::Bound);
+    let r = one_vcpu_alone("none");
     assert_eq!(r.handler.mean_us, 5.5, "{:?}", r.handler);
+    assert_eq!(r.completion.mean_us, 15.5, "{:?}", r.completion);
     assert_eq!(r.wakeups_per_event, 1.0);
     assert_eq!(r.ipis_per_event, 0.0);
 }
