@@ -239,3 +239,42 @@ fn prefer_running_cuts_the_default_scenarios_median_and_tail() {
     );
     assert!(on.handler.p99_us < off.handler.p99_us, "p99 off {} running {}", off.handler.p99_us, on.handler.p99_us);
 }
+
+/// A replayed trace raises exactly its events, at its times: spaced 1 ms
+/// apart on an always-running vCPU, each sees only the path cost.
+#[test]
+fn a_trace_is_replayed_event_for_event() {
+    let dir = std::env::temp_dir().join(format!("evroute-sim-replay-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let times: String = (1..=500).map(|i| format!("{}\n", i * 1000)).collect();
+    std::fs::write(dir.join("events.csv"), format!("time_us\n{times}")).unwrap();
+    let file = dir.join("replay.toml");
+    std::fs::write(
+        &file,
+        r#"
+        name = "replay"
+        duration_ms = 1000
+        [host]
+        pcpus = 1
+        scheduler = "null"
+        [[domain]]
+        name = "g"
+        vcpus = 1
+        busy = "all"
+        [[source]]
+        name = "s"
+        domain = "g"
+        handler_us = 10.0
+        arrival = { kind = "trace", file = "events.csv" }
+        "#,
+    )
+    .unwrap();
+    let s = Scenario::load(&file).unwrap_or_else(|e| panic!("{e}"));
+    let r = one(&s, Policy::PreferRunning);
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(r.raised, 500);
+    assert_eq!(r.handler.count, 500);
+    assert_eq!(r.handler.mean_us, 5.5, "{:?}", r.handler);
+    assert_eq!(r.completion.mean_us, 15.5, "{:?}", r.completion);
+    assert!(close(r.completion.max_us, 15.5, 1e-3), "{:?}", r.completion);
+}
