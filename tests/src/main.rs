@@ -60,8 +60,16 @@ impl Pair {
     fn new(rx_name: &str, tx_name: &str) -> std::io::Result<Pair> {
         let rx = Evtchn::open(rx_name)?;
         let rx_port = rx.bind_unbound()?;
-        let tx = Evtchn::open(tx_name)?;
+        let mut tx = Evtchn::open(tx_name)?;
         let tx_port = tx.bind_interdomain(rx_port)?;
+        // Binding sets the new local port pending ("we may have lost
+        // notifications", evtchn_bind_interdomain): consume that event, or
+        // a ping-pong starts one reply ahead and two pings can coalesce.
+        let first = tx.wait(2000)?;
+        if first != [tx_port] {
+            return Err(std::io::Error::other(format!("port {tx_port}: expected the bind-time event, read {first:?}")));
+        }
+        tx.unmask(tx_port)?;
         Ok(Pair { rx, tx, rx_port, tx_port })
     }
 }
@@ -81,12 +89,6 @@ fn abi(pc: &Privcmd, mode: &str) -> bool {
     report("abi-set-get", r.is_ok() && back == Ok(0b0110), format!("set -> {r:?}, read back {back:?}"))
 }
 
-fn spin_until(stop: &AtomicBool) {
-    while !stop.load(Ordering::Relaxed) {
-        std::hint::spin_loop();
-    }
-}
-
 /// Pings from a busy vCPU to a channel Linux bound to an idle vCPU: where are
 /// they handled, and how fast? With a set (`vcpus`) and routing on, at least
 /// 90 % must be handled on a vCPU that was running; without one, all on the
@@ -99,14 +101,6 @@ fn share(pc: &Privcmd, name: &str, vcpus: Option<u64>, mode: &str) -> (bool, f64
             return (report(name, false, format!("set_vcpu_set: errno {e}")), 0.0);
         }
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    let spinner = {
-        let stop = Arc::clone(&stop);
-        std::thread::spawn(move || {
-            pin(BUSY[1]);
-            spin_until(&stop)
-        })
-    };
     let bound = pc.bound_vcpu(pair.rx_port).unwrap_or(u32::MAX) as usize;
     let before = irq_counts(&pair.rx.name).unwrap_or_default();
     let sent_at = Arc::new(AtomicU64::new(0));
@@ -116,17 +110,23 @@ fn share(pc: &Privcmd, name: &str, vcpus: Option<u64>, mode: &str) -> (bool, f64
         let (sent_at, acked) = (Arc::clone(&sent_at), Arc::clone(&acked));
         let mut rx = pair.rx;
         let port = pair.rx_port;
+        // Polls without sleeping, so its vCPU is running whenever an event
+        // comes: the latency is Xen's delivery and dom0's interrupt path,
+        // not Linux waking a thread.
         std::thread::spawn(move || {
             pin(BUSY[1]);
             let mut lat = Vec::with_capacity(PINGS);
-            while lat.len() < PINGS {
-                match rx.wait(3000) {
+            let mut idle_since = Instant::now();
+            while lat.len() < PINGS && idle_since.elapsed() < Duration::from_secs(3) {
+                match rx.wait(0) {
                     Ok(p) if !p.is_empty() => {
                         lat.push(epoch.elapsed().as_nanos() as u64 - sent_at.load(Ordering::Acquire));
                         rx.unmask(port).expect("unmask");
                         acked.store(true, Ordering::Release);
+                        idle_since = Instant::now();
                     }
-                    _ => break,
+                    Ok(_) => std::hint::spin_loop(),
+                    Err(e) => panic!("wait: {e}"),
                 }
             }
             (rx, lat)
@@ -146,8 +146,6 @@ fn share(pc: &Privcmd, name: &str, vcpus: Option<u64>, mode: &str) -> (bool, f64
         pair.tx.notify(pair.tx_port).expect("notify");
     }
     let (rx, mut lat) = receiver.join().expect("receiver");
-    stop.store(true, Ordering::Relaxed);
-    spinner.join().expect("spinner");
     let after = irq_counts(&rx.name).unwrap_or_default();
     let counts: Vec<u64> = after.iter().zip(before.iter().chain(std::iter::repeat(&0))).map(|(a, b)| a - b).collect();
     let total: u64 = counts.iter().sum();
