@@ -96,10 +96,28 @@ pub fn route<S: Bits + ?Sized, M: Bits + ?Sized>(policy: Policy, inp: &RouteInpu
     }
 }
 
+/// The first case of both policies: stay on the last vCPU while it is in
+/// the set and running (and, for `Balanced`, under the load bound). Staying
+/// put costs nothing: no queue change, no second lock. It reads one bit of
+/// each mask, so set-pending may ask it before taking the set's lock.
+pub fn stays_on_last<S: Bits + ?Sized, M: Bits + ?Sized>(
+    policy: Policy,
+    set: &S,
+    running: &M,
+    heavy: &M,
+    last: u32,
+) -> bool {
+    let stays = test_bit(set, last) && test_bit(running, last);
+    match policy {
+        Policy::Bound => false,
+        Policy::PreferRunning => stays,
+        Policy::Balanced => stays && !test_bit(heavy, last),
+    }
+}
+
 fn route_prefer_running<S: Bits + ?Sized, M: Bits + ?Sized>(inp: &RouteInputs<'_, S, M>) -> u32 {
     let (set, running) = (inp.set, inp.running);
-    // Staying put costs nothing: no queue change, no second lock.
-    if test_bit(set, inp.last) && test_bit(running, inp.last) {
+    if stays_on_last(Policy::PreferRunning, set, running, inp.heavy, inp.last) {
         return inp.last;
     }
     if let Some(v) = first_cyclic(set.nwords(), inp.last, |i| set.word(i) & running.word(i)) {
@@ -111,7 +129,7 @@ fn route_prefer_running<S: Bits + ?Sized, M: Bits + ?Sized>(inp: &RouteInputs<'_
 fn route_balanced<S: Bits + ?Sized, M: Bits + ?Sized>(inp: &RouteInputs<'_, S, M>) -> u32 {
     let (set, running, heavy) = (inp.set, inp.running, inp.heavy);
     // Staying put is free while the last vCPU keeps up with its events.
-    if test_bit(set, inp.last) && test_bit(running, inp.last) && !test_bit(heavy, inp.last) {
+    if stays_on_last(Policy::Balanced, set, running, heavy, inp.last) {
         return inp.last;
     }
     // Spread: the next light running vCPU after the last one.
@@ -143,6 +161,11 @@ fn route_not_running<S: Bits + ?Sized, M: Bits + ?Sized>(inp: &RouteInputs<'_, S
 pub fn test_bit<B: Bits + ?Sized>(b: &B, v: u32) -> bool {
     let i = (v / 64) as usize;
     i < b.nwords() && b.word(i) & (1u64 << (v % 64)) != 0
+}
+
+/// Set bit `v` of `words`.
+pub fn set_bit(words: &mut [u64], v: u32) {
+    words[(v / 64) as usize] |= 1 << (v % 64);
 }
 
 /// The first set bit of `mask` at or after `from`, wrapping round once.

@@ -12,6 +12,7 @@ use crate::scenario::{ms, us, Ns, Scenario};
 use crate::sched::{self, Pcpu, PcpuView, Scheduler, VcpuId};
 use crate::workload::{Arrivals, SourceRng};
 use evroute_model::hypervisor::sched::{RunState, Sched};
+use evroute_model::route::set_bit;
 use evroute_model::{route, Policy, RouteInputs};
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, VecDeque};
@@ -188,7 +189,7 @@ impl Host {
             for v in 0..n {
                 // Each vCPU's reschedule IPI: a per-vCPU channel, never routed.
                 let mut set = vec![0u64; words(n)];
-                set[(v / 64) as usize] |= 1 << (v % 64);
+                set_bit(&mut set, v);
                 chans.push(Chan { dom: di, set, bound: v, last: v, pending: false, raises: Vec::new(), source: None });
                 vcpus.push(Vcpu {
                     dom: di,
@@ -218,13 +219,13 @@ impl Host {
             let n = *s.domains[di].vcpus.get_ref();
             let mut set = vec![0u64; words(n)];
             for v in (0..n).filter(|&v| src.in_set(v)) {
-                set[(v / 64) as usize] |= 1 << (v % 64);
+                set_bit(&mut set, v);
             }
             let mut ids = Vec::new();
             for b in s.bound_of(src) {
                 // The set always holds the bound vCPU (binding adds it).
                 let mut set = set.clone();
-                set[(b / 64) as usize] |= 1 << (b % 64);
+                set_bit(&mut set, b);
                 ids.push(chans.len());
                 chans.push(Chan {
                     dom: di,

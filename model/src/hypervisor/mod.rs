@@ -193,10 +193,7 @@ impl Hypervisor {
         // Fast path, no lock: the first case of both policies needs one bit
         // of one word of the set, atomic on its own; whichever version of
         // the set that word came from, `last` was in the set when read.
-        if route::test_bit(&ch.set[..], last)
-            && route::test_bit(&s.running[..], last)
-            && (self.cfg.policy != Policy::Balanced || !route::test_bit(&s.heavy[..], last))
-        {
+        if route::stays_on_last(self.cfg.policy, &ch.set[..], &s.running[..], &s.heavy[..], last) {
             return last;
         }
         let _g = lock(&ch.set_lock);
@@ -364,7 +361,7 @@ impl Hypercalls for Hypervisor {
 /// A set of `nwords` words holding only `v`.
 fn only(nwords: usize, v: u32) -> Vec<u64> {
     let mut set = vec![0; nwords];
-    set[(v / 64) as usize] |= 1 << (v % 64);
+    route::set_bit(&mut set, v);
     set
 }
 
