@@ -5,6 +5,7 @@
 //! - [`abi`]: event words, control blocks, the new operation's struct.
 //! - [`guest`]: the per-vCPU consumer as Linux does it (no_std).
 //! - [`hypervisor`]: Xen 4.17's `event_fifo.c` and the channel operations.
+//! - [`fairness`]: Jain's index, how evenly events spread over vCPUs.
 //! - [`ghost`]: invariants, by name, and the bookkeeping that checks them.
 //! - [`scenarios`]: the interleavings loom explores; [`bugs`]: seeded mistakes.
 #![cfg_attr(not(feature = "std"), no_std)]
@@ -12,6 +13,7 @@
 pub mod abi;
 pub mod bugs;
 pub mod error;
+pub mod fairness;
 pub mod guest;
 pub mod route;
 pub mod sync;

@@ -55,17 +55,6 @@ pub struct LatencySummary {
     pub max_us: f64,
 }
 
-/// Jain's fairness index: 1 when all equal, 1/n when one takes everything.
-pub fn jain(xs: &[u64]) -> f64 {
-    let s: f64 = xs.iter().map(|&x| x as f64).sum();
-    let s2: f64 = xs.iter().map(|&x| (x as f64) * (x as f64)).sum();
-    if s2 == 0.0 {
-        0.0
-    } else {
-        s * s / (xs.len() as f64 * s2)
-    }
-}
-
 /// Counters of one run. Event counts start after the warm-up; CPU time is
 /// counted from time 0 (it is what the conservation check adds up).
 #[derive(Default)]

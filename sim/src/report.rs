@@ -1,8 +1,9 @@
 //! Run a scenario under each policy and report: the table, the JSON.
 
 use crate::host::{read_traces, Host, Traces};
-use crate::metrics::{jain, round3, LatencySummary, Metrics};
+use crate::metrics::{round3, LatencySummary, Metrics};
 use crate::scenario::Scenario;
+use evroute_model::fairness::jain;
 use evroute_model::Policy;
 use rayon::prelude::*;
 use serde::Serialize;

@@ -8,6 +8,7 @@ mod xen;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use evroute_model::fairness::jain;
 use xen::{irq_counts, pin, Evtchn, Privcmd};
 
 const EINVAL: i32 = 22;
@@ -170,17 +171,6 @@ fn share(pc: &Privcmd, name: &str, vcpus: Option<u64>, mode: &str) -> (bool, f64
     let want =
         if vcpus.is_none() { format!("all on the bound vCPU {bound}") } else { ">= 90% on running vCPUs 2,3".into() };
     (report(name, pass, format!("{}/{PINGS} delivered, per-vCPU {counts:?}, want {want}", lat.len())), share)
-}
-
-/// Jain's fairness index over all of dom0's vCPUs: 1/n when one vCPU handles everything.
-fn jain(counts: &[u64]) -> f64 {
-    let xs: Vec<f64> = counts.iter().map(|&c| c as f64).collect();
-    let (s, s2): (f64, f64) = (xs.iter().sum(), xs.iter().map(|x| x * x).sum());
-    if s2 == 0.0 {
-        0.0
-    } else {
-        s * s / (xs.len() as f64 * s2)
-    }
 }
 
 /// Every error of the ABI table through privcmd, then 10,000 random bad
