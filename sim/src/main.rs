@@ -63,12 +63,10 @@ struct SweepArgs {
     #[command(flatten)]
     common: Common,
     /// Overcommit ratios (vCPUs / pCPUs), reached by resizing the background domain.
-    #[arg(long, value_delimiter = ',', value_parser = positive,
-          default_value = "1.25,1.5,1.75,2,2.25,2.5,2.75,3,3.5,4")]
+    #[arg(long, value_delimiter = ',', value_parser = positive, default_values_t = sweep::RATIOS)]
     overcommit: Vec<f64>,
     /// Event rates per second, applied to every source.
-    #[arg(long, value_delimiter = ',', value_parser = positive,
-          default_value = "1000,2000,5000,10000,20000,30000,40000,60000,80000,100000")]
+    #[arg(long, value_delimiter = ',', value_parser = positive, default_values_t = sweep::RATES)]
     rates: Vec<f64>,
 }
 
@@ -90,10 +88,15 @@ fn policy(s: &str) -> Result<Policy, String> {
     Policy::from_option(s).ok_or_else(|| format!("`{s}` is not a policy; allowed: off, running, balanced"))
 }
 
+/// The built-in scenario, named as the file it is shipped as.
+fn default_scenario() -> Result<Scenario, String> {
+    Scenario::parse(DEFAULT, "sim/scenarios/default.toml").map_err(|e| e.to_string())
+}
+
 fn load(c: &Common) -> Result<Scenario, String> {
     let mut s = match &c.scenario {
         Some(p) => Scenario::load(p).map_err(|e| e.to_string())?,
-        None => Scenario::parse(DEFAULT, "sim/scenarios/default.toml").map_err(|e| e.to_string())?,
+        None => default_scenario()?,
     };
     if let Some(seed) = c.seed {
         s.seed = seed;
@@ -136,8 +139,7 @@ fn run(a: RunArgs) -> Result<(), String> {
 fn run_sweep(a: SweepArgs) -> Result<(), String> {
     let mut s = load(&a.common)?;
     if a.common.duration_ms.is_none() {
-        // A sweep point needs less than the headline run.
-        *s.duration_ms.get_mut() = 2000.0;
+        *s.duration_ms.get_mut() = sweep::POINT_MS;
     }
     let t = Instant::now();
     let points = sweep::run(&s, &a.overcommit, &a.rates, true)?;
@@ -173,7 +175,7 @@ fn run_sweep(a: SweepArgs) -> Result<(), String> {
 }
 
 fn bench(a: BenchArgs) -> Result<(), String> {
-    let mut s = Scenario::parse(DEFAULT, "default").map_err(|e| e.to_string())?;
+    let mut s = default_scenario()?;
     *s.duration_ms.get_mut() = a.duration_ms;
     let traces = host::read_traces(&s)?;
     println!("one core, default scenario, {:.0} s simulated per policy:", a.duration_ms / 1e3);
@@ -198,14 +200,13 @@ fn bench(a: BenchArgs) -> Result<(), String> {
         all_secs,
         all_events as f64 / all_secs / 1e6
     );
-    *s.duration_ms.get_mut() = 2000.0;
-    let ratios = [1.25, 1.5, 1.75, 2.0, 2.25, 2.5, 2.75, 3.0, 3.5, 4.0];
-    let rates = [1e3, 2e3, 5e3, 1e4, 2e4, 3e4, 4e4, 6e4, 8e4, 1e5];
+    *s.duration_ms.get_mut() = sweep::POINT_MS;
     let t = Instant::now();
-    let points = sweep::run(&s, &ratios, &rates, false)?;
+    let points = sweep::run(&s, &sweep::RATIOS, &sweep::RATES, false)?;
     println!(
-        "sweep: {} configurations x 3 policies, 2 s simulated each, on {} threads: {:.1} s wall",
+        "sweep: {} configurations x 3 policies, {:.0} s simulated each, on {} threads: {:.1} s wall",
         points.len(),
+        sweep::POINT_MS / 1e3,
         rayon::current_num_threads(),
         t.elapsed().as_secs_f64()
     );

@@ -295,10 +295,7 @@ impl Scenario {
                 check_list(b, n, "domain.busy")?;
             }
         }
-        let mut total = 0u32;
-        for d in &self.domains {
-            total += d.vcpus.get_ref();
-        }
+        let total = self.total_vcpus();
         if self.host.scheduler == SchedKind::Null && total > p {
             return Err((
                 at(self.host.pcpus.span()),

@@ -9,6 +9,14 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 use serde::Serialize;
 
+/// The default grid: overcommit ratios (vCPUs / pCPUs) ...
+pub const RATIOS: [f64; 10] = [1.25, 1.5, 1.75, 2.0, 2.25, 2.5, 2.75, 3.0, 3.5, 4.0];
+/// ... and event rates per second.
+pub const RATES: [f64; 10] = [1e3, 2e3, 5e3, 1e4, 2e4, 3e4, 4e4, 6e4, 8e4, 1e5];
+/// Simulated time per policy at each point: a point needs less than the
+/// headline run.
+pub const POINT_MS: f64 = 2000.0;
+
 #[derive(Clone, Debug, Serialize)]
 pub struct SweepPolicy {
     pub policy: &'static str,
