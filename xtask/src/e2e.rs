@@ -11,24 +11,19 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-/// (label, Xen build, evtchn-route= value or None, tool mode)
-const BOOTS: [(&str, bool, Option<&str>, &str); 4] = [
-    ("unpatched", false, None, "unpatched"),
-    ("off", true, Some("off"), "off"),
-    ("running", true, Some("running"), "running"),
-    ("balanced", true, Some("balanced"), "balanced"),
-];
+/// (label, which is also the tool's mode; the patched Xen, booted with
+/// `evtchn-route=<label>`, or Debian's)
+const BOOTS: [(&str, bool); 4] = [("unpatched", false), ("off", true), ("running", true), ("balanced", true)];
 const BOOT_TIMEOUT_SECS: &str = "300";
 
 pub fn main() -> Result<(), String> {
     let mut steps = Steps::default();
-    let missing: Vec<&str> =
+    let mut pkgs: Vec<&str> =
         [("qemu-system-x86_64", "qemu-system-x86"), ("busybox", "busybox-static"), ("cpio", "cpio")]
             .into_iter()
             .filter(|(bin, _)| !xen::on_path(bin))
             .map(|(_, pkg)| pkg)
             .collect();
-    let mut pkgs = missing;
     if kernel().is_err() {
         pkgs.push("linux-image-amd64");
     }
@@ -37,7 +32,7 @@ pub fn main() -> Result<(), String> {
     }
     let (vmlinuz, kver) = kernel()?;
 
-    let patched = xen::prepare_for_harness(&mut steps)?;
+    let patched = xen::prepare(&mut steps)?;
     xen::build(&mut steps, &patched)?;
     let pristine = xen::Tree { src: xen::prepare_pristine(&mut steps)? };
     xen::build(&mut steps, &pristine)?;
@@ -54,9 +49,9 @@ pub fn main() -> Result<(), String> {
     let initrd = initramfs(&mut steps, &out, &tool, &kver)?;
 
     let mut results = Vec::new();
-    for (label, is_patched, route, mode) in BOOTS {
+    for (label, is_patched) in BOOTS {
         let image = if is_patched { &patched } else { &pristine }.src.join("xen/xen");
-        results.push(boot(&out, label, &image, route, mode, &vmlinuz, &initrd)?);
+        results.push(boot(&out, label, &image, is_patched, &vmlinuz, &initrd)?);
     }
     summary(&results);
     steps.summary();
@@ -131,22 +126,16 @@ struct Boot {
     metrics: Vec<BTreeMap<String, String>>,
 }
 
-fn boot(
-    out: &Path,
-    label: &str,
-    xen: &Path,
-    route: Option<&str>,
-    mode: &str,
-    vmlinuz: &Path,
-    initrd: &Path,
-) -> Result<Boot, String> {
+/// One boot: `label` is the tool's mode and, on the patched Xen, the
+/// `evtchn-route=` value.
+fn boot(out: &Path, label: &str, xen: &Path, patched: bool, vmlinuz: &Path, initrd: &Path) -> Result<Boot, String> {
     let log = out.join(format!("serial-{label}.log"));
     let _ = fs::remove_file(&log);
     let mut xen_cmdline = "console=com1 com1=115200,8n1 noreboot dom0_max_vcpus=4 dom0_mem=1G".to_string();
-    if let Some(r) = route {
-        xen_cmdline.push_str(&format!(" evtchn-route={r}"));
+    if patched {
+        xen_cmdline.push_str(&format!(" evtchn-route={label}"));
     }
-    let dom0 = format!("{} console=hvc0 quiet evroute.mode={mode},{}", vmlinuz.display(), initrd.display());
+    let dom0 = format!("{} console=hvc0 quiet evroute.mode={label},{}", vmlinuz.display(), initrd.display());
     eprintln!("==> boot {label}: Xen \"{xen_cmdline}\" (serial log {})", log.display());
     let t = Instant::now();
     let status = Command::new("timeout")
@@ -221,7 +210,7 @@ fn summary(boots: &[Boot]) {
         }
     }
     println!("\n| boot | scenario | bound vCPU | per-vCPU handled | on running vCPUs | Jain | p50 µs | p99 µs |\n|---|---|---|---|---|---|---|---|");
-    let mut share = BTreeMap::new();
+    let mut latency = BTreeMap::new();
     for b in boots {
         for m in &b.metrics {
             let g = |k: &str| m.get(k).cloned().unwrap_or_default();
@@ -236,13 +225,13 @@ fn summary(boots: &[Boot]) {
                 g("p50_us"),
                 g("p99_us")
             );
-            share.insert(
+            latency.insert(
                 g("scenario"),
                 (g("p50_us").parse::<f64>().unwrap_or(0.0), g("p99_us").parse::<f64>().unwrap_or(0.0)),
             );
         }
     }
-    if let (Some(off), Some(on)) = (share.get("share-off"), share.get("share-running")) {
+    if let (Some(off), Some(on)) = (latency.get("share-off"), latency.get("share-running")) {
         if on.0 > 0.0 && on.1 > 0.0 {
             println!(
                 "\nlatency off/running: p50 {:.1}/{:.1} µs = {:.2}x, p99 {:.1}/{:.1} µs = {:.2}x",
