@@ -5,10 +5,9 @@
 
 mod xen;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
 use evroute_model::fairness::jain;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 use xen::{irq_counts, pin, Evtchn, Privcmd};
 
 const EINVAL: i32 = 22;
@@ -35,11 +34,10 @@ fn main() {
     let mut ok = true;
     ok &= abi(&pc, &mode);
     if mode == "off" || mode == "unpatched" {
-        ok &= share(&pc, &format!("share-{mode}"), None, &mode).0;
+        ok &= share(&pc, &format!("share-{mode}"), None, &mode);
     } else {
-        ok &= share(&pc, "nothing-set", None, &mode).0;
-        let (pass, _) = share(&pc, &format!("share-{mode}"), Some(ALL_VCPUS), &mode);
-        ok &= pass;
+        ok &= share(&pc, "nothing-set", None, &mode);
+        ok &= share(&pc, &format!("share-{mode}"), Some(ALL_VCPUS), &mode);
     }
     if mode == "running" {
         ok &= bad_input(&pc);
@@ -94,27 +92,25 @@ fn abi(pc: &Privcmd, mode: &str) -> bool {
 /// they handled, and how fast? With a set (`vcpus`) and routing on, at least
 /// 90 % must be handled on a vCPU that was running; without one, all on the
 /// bound vCPU, as on unpatched Xen.
-fn share(pc: &Privcmd, name: &str, vcpus: Option<u64>, mode: &str) -> (bool, f64) {
+fn share(pc: &Privcmd, name: &str, vcpus: Option<u64>, mode: &str) -> bool {
     const PINGS: usize = 600;
     let pair = Pair::new(&format!("evr-{}", &name[..name.len().min(10)]), "evr-sh-tx").expect("pair");
     if let Some(v) = vcpus {
         if let Err(e) = pc.set_vcpu_set(pair.rx_port, v) {
-            return (report(name, false, format!("set_vcpu_set: errno {e}")), 0.0);
+            return report(name, false, format!("set_vcpu_set: errno {e}"));
         }
     }
     let bound = pc.bound_vcpu(pair.rx_port).unwrap_or(u32::MAX) as usize;
     let before = irq_counts(&pair.rx.name).unwrap_or_default();
-    let sent_at = Arc::new(AtomicU64::new(0));
-    let acked = Arc::new(AtomicBool::new(true));
+    let Pair { mut rx, tx, rx_port, tx_port } = pair;
+    let sent_at = AtomicU64::new(0);
+    let acked = AtomicBool::new(true);
     let epoch = Instant::now();
-    let receiver = {
-        let (sent_at, acked) = (Arc::clone(&sent_at), Arc::clone(&acked));
-        let mut rx = pair.rx;
-        let port = pair.rx_port;
+    let mut lat = std::thread::scope(|s| {
         // Polls without sleeping, so its vCPU is running whenever an event
         // comes: the latency is Xen's delivery and dom0's interrupt path,
         // not Linux waking a thread.
-        std::thread::spawn(move || {
+        let receiver = s.spawn(|| {
             pin(BUSY[1]);
             let mut lat = Vec::with_capacity(PINGS);
             let mut idle_since = Instant::now();
@@ -122,7 +118,7 @@ fn share(pc: &Privcmd, name: &str, vcpus: Option<u64>, mode: &str) -> (bool, f64
                 match rx.wait(0) {
                     Ok(p) if !p.is_empty() => {
                         lat.push(epoch.elapsed().as_nanos() as u64 - sent_at.load(Ordering::Acquire));
-                        rx.unmask(port).expect("unmask");
+                        rx.unmask(rx_port).expect("unmask");
                         acked.store(true, Ordering::Release);
                         idle_since = Instant::now();
                     }
@@ -130,23 +126,23 @@ fn share(pc: &Privcmd, name: &str, vcpus: Option<u64>, mode: &str) -> (bool, f64
                     Err(e) => panic!("wait: {e}"),
                 }
             }
-            (rx, lat)
-        })
-    };
-    pin(BUSY[0]);
-    for _ in 0..PINGS {
-        while !acked.swap(false, Ordering::AcqRel) {
-            std::hint::spin_loop();
+            lat
+        });
+        pin(BUSY[0]);
+        for _ in 0..PINGS {
+            while !acked.swap(false, Ordering::AcqRel) {
+                std::hint::spin_loop();
+            }
+            // Stay busy between pings, so this vCPU is running when it sends.
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_micros(200) {
+                std::hint::spin_loop();
+            }
+            sent_at.store(epoch.elapsed().as_nanos() as u64, Ordering::Release);
+            tx.notify(tx_port).expect("notify");
         }
-        // Stay busy between pings, so this vCPU is running when it sends.
-        let t = Instant::now();
-        while t.elapsed() < Duration::from_micros(200) {
-            std::hint::spin_loop();
-        }
-        sent_at.store(epoch.elapsed().as_nanos() as u64, Ordering::Release);
-        pair.tx.notify(pair.tx_port).expect("notify");
-    }
-    let (rx, mut lat) = receiver.join().expect("receiver");
+        receiver.join().expect("receiver")
+    });
     let after = irq_counts(&rx.name).unwrap_or_default();
     let counts: Vec<u64> = after.iter().zip(before.iter().chain(std::iter::repeat(&0))).map(|(a, b)| a - b).collect();
     let total: u64 = counts.iter().sum();
@@ -170,7 +166,7 @@ fn share(pc: &Privcmd, name: &str, vcpus: Option<u64>, mode: &str) -> (bool, f64
     };
     let want =
         if vcpus.is_none() { format!("all on the bound vCPU {bound}") } else { ">= 90% on running vCPUs 2,3".into() };
-    (report(name, pass, format!("{}/{PINGS} delivered, per-vCPU {counts:?}, want {want}", lat.len())), share)
+    report(name, pass, format!("{}/{PINGS} delivered, per-vCPU {counts:?}, want {want}", lat.len()))
 }
 
 /// Every error of the ABI table through privcmd, then 10,000 random bad
@@ -184,19 +180,21 @@ fn bad_input(pc: &Privcmd) -> bool {
     let ipi = pc.bind_ipi(0).expect("bind_ipi");
     // A per-vCPU VIRQ Linux leaves unbound on vCPU 1.
     let virq = pc.bind_virq(xen_sys::VIRQ_DEBUG, 1).expect("bind_virq VIRQ_DEBUG");
+    // Bitmaps of 1 KiB filled with one byte value, made once (Xen reads them).
     let byte = |b: u8| Box::leak(Box::new([b; 1024])).as_ptr() as u64;
+    let (ones, zeros, all, high) = (byte(0x1), byte(0x0), byte(0xff), byte(0xf0));
     let p = pair.rx_port;
     let cases: Vec<(&str, u32, u32, u32, u64, i32)> = vec![
-        ("port 0 (reserved)", 0, 0, 8, byte(0x1), EINVAL),
-        ("port beyond the table", 1 << 20, 0, 8, byte(0x1), EINVAL),
-        ("free port", freed, 0, 8, byte(0x1), EINVAL),
-        ("IPI channel", ipi, 0, 8, byte(0x1), EINVAL),
-        ("per-vCPU VIRQ channel", virq, 0, 8, byte(0x1), EINVAL),
-        ("unknown flag", p, 0x2, 8, byte(0x1), EINVAL),
-        ("nr_bits 0", p, 0, 0, byte(0x1), EINVAL),
-        ("nr_bits 8193", p, 0, 8193, byte(0x1), EINVAL),
-        ("bit beyond the vCPUs", p, 0, 16, byte(0xff), EINVAL),
-        ("empty set", p, 0, 8, byte(0x0), EINVAL),
+        ("port 0 (reserved)", 0, 0, 8, ones, EINVAL),
+        ("port beyond the table", 1 << 20, 0, 8, ones, EINVAL),
+        ("free port", freed, 0, 8, ones, EINVAL),
+        ("IPI channel", ipi, 0, 8, ones, EINVAL),
+        ("per-vCPU VIRQ channel", virq, 0, 8, ones, EINVAL),
+        ("unknown flag", p, 0x2, 8, ones, EINVAL),
+        ("nr_bits 0", p, 0, 0, ones, EINVAL),
+        ("nr_bits 8193", p, 0, 8193, ones, EINVAL),
+        ("bit beyond the vCPUs", p, 0, 16, all, EINVAL),
+        ("empty set", p, 0, 8, zeros, EINVAL),
         ("unreadable bitmap", p, 0, 8, 0x1, EFAULT),
         ("unwritable bitmap (get)", p, 1, 8, 0x1, EFAULT),
     ];
@@ -222,11 +220,11 @@ fn bad_input(pc: &Privcmd) -> bool {
     for _ in 0..10_000 {
         let r = next();
         let (port, flags, nr_bits, addr) = match r % 5 {
-            0 => ((r >> 8) as u32 | 1 << 20, 0, 8, byte(0x1)),
-            1 => (p, ((r >> 8) as u32) | 0x2, 8, byte(0x1)),
-            2 => (p, 0, 8193 + (r >> 40) as u32 % 100_000, byte(0x1)),
+            0 => ((r >> 8) as u32 | 1 << 20, 0, 8, ones),
+            1 => (p, ((r >> 8) as u32) | 0x2, 8, ones),
+            2 => (p, 0, 8193 + (r >> 40) as u32 % 100_000, ones),
             3 => (p, 0, 8, 0x1000 + (r >> 20) % 0x1000),
-            _ => (p, 0, 16, byte(0xf0)),
+            _ => (p, 0, 16, high),
         };
         if pc.set_vcpu_set_raw(port, flags, nr_bits, addr).is_ok() {
             accepted += 1;
@@ -249,13 +247,10 @@ fn bad_input(pc: &Privcmd) -> bool {
 /// lost wake-up shows as a stall.
 fn storm(pc: &Privcmd) -> bool {
     const ROUND_TRIPS: u32 = 2000;
-    let pair = Pair::new("evr-storm-a", "evr-storm-b").expect("pair");
-    let Pair { mut rx, mut tx, rx_port, tx_port } = pair;
-    let stop = Arc::new(AtomicBool::new(false));
-    let changer = {
-        let stop = Arc::clone(&stop);
-        std::thread::spawn(move || {
-            let pc = Privcmd::open().expect("privcmd");
+    let Pair { mut rx, mut tx, rx_port, tx_port } = Pair::new("evr-storm-a", "evr-storm-b").expect("pair");
+    let stop = AtomicBool::new(false);
+    let (done, secs, changes, echoed) = std::thread::scope(|s| {
+        let changer = s.spawn(|| {
             let mut i = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 i += 1;
@@ -266,48 +261,46 @@ fn storm(pc: &Privcmd) -> bool {
                 std::thread::sleep(Duration::from_micros(50));
             }
             i
-        })
-    };
-    let echo = std::thread::spawn(move || {
-        let mut n = 0;
-        while n < ROUND_TRIPS {
-            match rx.wait(5000) {
+        });
+        let echo = s.spawn(move || {
+            let mut n = 0;
+            while n < ROUND_TRIPS {
+                match rx.wait(5000) {
+                    Ok(p) if !p.is_empty() => {
+                        if p.len() > 1 {
+                            println!("EVROUTE-DETAIL storm: echo read {p:?} at {n}");
+                        }
+                        n += p.len() as u32;
+                        rx.unmask(rx_port).expect("unmask");
+                        rx.notify(rx_port).expect("notify back");
+                    }
+                    _ => break,
+                }
+            }
+            n
+        });
+        let mut done = 0;
+        let t = Instant::now();
+        while done < ROUND_TRIPS {
+            tx.notify(tx_port).expect("notify");
+            match tx.wait(5000) {
                 Ok(p) if !p.is_empty() => {
                     if p.len() > 1 {
-                        println!("EVROUTE-DETAIL storm: echo read {p:?} at {n}");
+                        println!("EVROUTE-DETAIL storm: sender read {p:?} at {done}");
                     }
-                    n += p.len() as u32;
-                    rx.unmask(rx_port).expect("unmask");
-                    rx.notify(rx_port).expect("notify back");
+                    tx.unmask(tx_port).expect("unmask");
+                    done += p.len() as u32;
                 }
-                _ => break,
+                r => {
+                    println!("EVROUTE-DETAIL storm: sender wait -> {r:?} at {done}");
+                    break;
+                }
             }
         }
-        n
+        let secs = t.elapsed().as_secs_f64();
+        stop.store(true, Ordering::Relaxed);
+        (done, secs, changer.join().expect("changer"), echo.join().expect("echo"))
     });
-    let mut done = 0;
-    let t = Instant::now();
-    while done < ROUND_TRIPS {
-        tx.notify(tx_port).expect("notify");
-        match tx.wait(5000) {
-            Ok(p) if !p.is_empty() => {
-                if p.len() > 1 {
-                    println!("EVROUTE-DETAIL storm: sender read {p:?} at {done}");
-                }
-                tx.unmask(tx_port).expect("unmask");
-                done += p.len() as u32;
-            }
-            r => {
-                println!("EVROUTE-DETAIL storm: sender wait -> {r:?} at {done}");
-                break;
-            }
-        }
-    }
-    let secs = t.elapsed().as_secs_f64();
-    stop.store(true, Ordering::Relaxed);
-    let changes = changer.join().expect("changer");
-    let echoed = echo.join().expect("echo");
-    let _ = pc;
     report(
         "storm",
         done == ROUND_TRIPS && echoed == ROUND_TRIPS,
