@@ -8,7 +8,8 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use evroute_model::route::{route, Policy, RouteInputs};
 use std::hint::black_box;
 
-fn inputs(nr: u32) -> (Vec<u64>, Vec<u64>, Vec<u64>, Vec<u64>) {
+/// Set, running, blocked, heavy and receivable masks of `nr` vCPUs.
+fn inputs(nr: u32) -> [Vec<u64>; 5] {
     let words = nr.div_ceil(64) as usize;
     let mut set = vec![!0u64; words];
     if nr % 64 != 0 {
@@ -19,19 +20,21 @@ fn inputs(nr: u32) -> (Vec<u64>, Vec<u64>, Vec<u64>, Vec<u64>) {
     running[(top / 64) as usize] |= 1 << (top % 64);
     let blocked = vec![0u64; words];
     let heavy = vec![0u64; words];
-    (set, running, blocked, heavy)
+    let receivable = set.clone();
+    [set, running, blocked, heavy, receivable]
 }
 
 fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("route");
     for nr in [4u32, 64, 512] {
-        let (set, running, blocked, heavy) = inputs(nr);
+        let [set, running, blocked, heavy, receivable] = inputs(nr);
         for policy in Policy::ALL {
             let inp = RouteInputs {
                 set: &set[..],
                 running: &running[..],
                 blocked: &blocked[..],
                 heavy: &heavy[..],
+                receivable: &receivable[..],
                 bound: 0,
                 last: 0,
             };

@@ -36,12 +36,12 @@ pub const EVTCHNOP_SET_VCPU_SET: u32 = 15;
 /// `evtchn_set_vcpu_set.flags`: copy the channel's set out instead of setting it.
 pub const EVTCHN_VCPU_SET_GET: u32 = 1;
 
-/// Xen's hard ceiling on vCPUs per domain for the new operation's bitmap
-/// (`MAX_VIRT_CPUS` on x86 is 8192); a longer bitmap is rejected unread.
+/// `EVTCHN_VCPU_SET_MAX_BITS`: the longest bitmap the new operation accepts
+/// (x86's `MAX_VIRT_CPUS`, 8192); a longer one is rejected unread.
 pub const MAX_VCPUS: u32 = 8192;
 
-/// `struct evtchn_set_vcpu_set` for a 64-bit guest (docs/abi.md). The 32-bit
-/// (compat) layout differs only in the handle, which is 4 bytes there.
+/// `struct evtchn_set_vcpu_set` (docs/abi.md): one 24-byte layout for 32- and
+/// 64-bit guests, the bitmap's address being a 64-bit field.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct EvtchnSetVcpuSet {
@@ -51,7 +51,8 @@ pub struct EvtchnSetVcpuSet {
     pub flags: u32,
     /// IN: bits in `bitmap`. OUT (get): the domain's vCPU count.
     pub nr_bits: u32,
-    pub _pad: u32,
+    /// Must be zero (-EINVAL otherwise), so that it can carry meaning later.
+    pub pad: u32,
     /// IN/OUT: guest address of the bitmap, bit `n` in byte `n / 8`, bit `n % 8`.
     pub bitmap: u64,
 }

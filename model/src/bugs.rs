@@ -28,6 +28,18 @@ pub enum Bug {
     /// to the bound vCPU even while a set change has moved the set away
     /// from it (bound vCPU and set are written apart).
     FallbackOutsideSet,
+    /// Xen: routing ignores which vCPUs can take an event, so an event goes
+    /// to a running vCPU that has not mapped its control block, and
+    /// `evtchn_fifo_set_pending` drops it.
+    RouteIgnoresReceivable,
+    /// Xen (4.17 as released): set-pending gives up after three tries lost to
+    /// queue changes and drops the event ("lost event (too many queue
+    /// changes)") instead of staying on the event's last queue.
+    ThreeTryBailout,
+    /// Xen: the heavy bit is set or cleared after the load count changes,
+    /// so a set delayed past a later clear leaves the bit and the count
+    /// disagreeing (instead of toggling on each crossing).
+    HeavySetOrClear,
     /// Guest: LINKED is cleared by a plain store after the link was read, so a
     /// link Xen appends in between is lost (Linux uses one cmpxchg).
     ClearLinkedBeforeReadLink,
@@ -39,7 +51,7 @@ pub enum Bug {
 }
 
 impl Bug {
-    pub const ALL: [Bug; 10] = [
+    pub const ALL: [Bug; 13] = [
         Bug::NoTailInvalidation,
         Bug::SkipOldQueueLock,
         Bug::LockOrderInverted,
@@ -47,6 +59,9 @@ impl Bug {
         Bug::ReuseLinkedPort,
         Bug::RouteIgnoresSet,
         Bug::FallbackOutsideSet,
+        Bug::RouteIgnoresReceivable,
+        Bug::ThreeTryBailout,
+        Bug::HeavySetOrClear,
         Bug::ClearLinkedBeforeReadLink,
         Bug::UnmaskIgnoresPending,
         Bug::HandleMaskedEvent,
@@ -61,6 +76,9 @@ impl Bug {
             Bug::ReuseLinkedPort => "reuse-linked-port",
             Bug::RouteIgnoresSet => "route-ignores-set",
             Bug::FallbackOutsideSet => "fallback-outside-set",
+            Bug::RouteIgnoresReceivable => "route-ignores-receivable",
+            Bug::ThreeTryBailout => "three-try-bailout",
+            Bug::HeavySetOrClear => "heavy-set-or-clear",
             Bug::ClearLinkedBeforeReadLink => "clear-linked-before-read-link",
             Bug::UnmaskIgnoresPending => "unmask-ignores-pending",
             Bug::HandleMaskedEvent => "handle-masked-event",

@@ -19,12 +19,18 @@ pub enum Error {
     /// A set bit at or beyond the domain's vCPU count, or `nr_bits` beyond
     /// [`crate::abi::MAX_VCPUS`].
     BitBeyondVcpus,
-    /// Every vCPU in the set is offline (never brought up, or down).
-    NoOnlineVcpu,
+    /// No vCPU in the set can take events: each is down (never brought up,
+    /// or offlined) or has not mapped its FIFO control block.
+    NoReceivingVcpu,
     /// `EVTCHNOP_bind_vcpu` to a vCPU that does not exist.
     NoSuchVcpu,
     /// `evtchn-route=off`, or the domain uses the 2-level ABI.
     NotSupported,
+    /// Unknown bits in `flags`, or `pad` not zero.
+    BadArgument,
+    /// The domain holds `evtchn-route-max-sets` out-of-line sets already
+    /// (only domains of more than 64 vCPUs allocate a set).
+    TooManySets,
     /// The guest's bitmap could not be read or written.
     Fault,
     /// No free port to allocate.
@@ -39,13 +45,14 @@ impl Error {
             | Error::Unbound
             | Error::WrongKind
             | Error::BadPriority
+            | Error::BadArgument
             | Error::EmptySet
             | Error::BitBeyondVcpus
-            | Error::NoOnlineVcpu => errno::EINVAL,
+            | Error::NoReceivingVcpu => errno::EINVAL,
             Error::NoSuchVcpu => errno::ENOENT,
             Error::NotSupported => errno::EOPNOTSUPP,
             Error::Fault => errno::EFAULT,
-            Error::NoFreePort => errno::ENOSPC,
+            Error::NoFreePort | Error::TooManySets => errno::ENOSPC,
         }
     }
 }
@@ -59,9 +66,11 @@ impl fmt::Display for Error {
             Error::BadPriority => "priority above 15",
             Error::EmptySet => "vCPU set is empty",
             Error::BitBeyondVcpus => "vCPU set names a vCPU the domain does not have",
-            Error::NoOnlineVcpu => "no vCPU of the set is online",
+            Error::NoReceivingVcpu => "no vCPU of the set can take events (all down or without a control block)",
             Error::NoSuchVcpu => "no such online vCPU",
             Error::NotSupported => "routing is off (evtchn-route=off) or the domain uses the 2-level ABI",
+            Error::BadArgument => "unknown flag, or pad not zero",
+            Error::TooManySets => "the domain holds as many vCPU sets as evtchn-route-max-sets allows",
             Error::Fault => "guest bitmap not accessible",
             Error::NoFreePort => "no free port",
         };

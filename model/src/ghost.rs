@@ -12,7 +12,9 @@ use core::sync::atomic::{AtomicBool, AtomicU32, Ordering::SeqCst};
 
 /// The invariants, each written once here and once in docs/design.md.
 pub mod inv {
-    /// After quiescence every raised, unmasked event was handled.
+    /// After quiescence every raised, unmasked event was handled, and every
+    /// send was followed by a handling that began after it (or the event is
+    /// still pending, masked): Xen dropped no raise.
     pub const NO_LOST_EVENT: &str = "no-lost-event";
     /// A raise (PENDING 0→1) is handled at most once.
     pub const NO_DOUBLE_HANDLING: &str = "no-double-handling";
@@ -29,8 +31,10 @@ pub mod inv {
     pub const ROUTED_WITHIN_SET: &str = "routed-within-set";
     /// Every lock is eventually granted (loom reports a deadlock itself).
     pub const NO_DEADLOCK: &str = "deadlock";
+    /// `Balanced`'s heavy bit of each vCPU equals "load at the bound".
+    pub const HEAVY_MATCHES_LOAD: &str = "heavy-matches-load";
 
-    pub const ALL: [&str; 8] = [
+    pub const ALL: [&str; 9] = [
         NO_LOST_EVENT,
         NO_DOUBLE_HANDLING,
         LINKED_ON_ONE_QUEUE,
@@ -39,6 +43,7 @@ pub mod inv {
         UNMASK_DELIVERS,
         ROUTED_WITHIN_SET,
         NO_DEADLOCK,
+        HEAVY_MATCHES_LOAD,
     ];
 }
 
@@ -63,15 +68,33 @@ struct PortGhost {
     gen: AtomicU32,
     /// The guest unmasked it at least once.
     unmasked: AtomicBool,
+    /// Stamp of the latest set-pending's start (a send, or an unmask's relink).
+    last_raise: AtomicU32,
+    /// Stamp of the latest handling (PENDING cleared by the handler) or
+    /// drop (PENDING cleared by close).
+    last_done: AtomicU32,
 }
 
 pub struct Ghost {
     ports: Box<[PortGhost]>,
+    /// Orders the stamps. Loom runs threads one at a time and switches only
+    /// at its own operations, so a stamp taken right after an atomic step
+    /// is taken in the same step.
+    clock: AtomicU32,
 }
 
 impl Ghost {
     pub fn new(nr_ports: u32) -> Self {
-        Ghost { ports: (0..nr_ports).map(|_| PortGhost::default()).collect() }
+        Ghost { ports: (0..nr_ports).map(|_| PortGhost::default()).collect(), clock: AtomicU32::new(0) }
+    }
+
+    fn stamp(&self) -> u32 {
+        self.clock.fetch_add(1, SeqCst) + 1
+    }
+
+    /// A set-pending of `port` begins (before it reads or locks anything).
+    pub fn raising(&self, port: Port) {
+        self.port(port).last_raise.store(self.stamp(), SeqCst);
     }
 
     fn port(&self, port: Port) -> &PortGhost {
@@ -87,7 +110,9 @@ impl Ghost {
     }
 
     pub fn dropped(&self, port: Port) {
-        self.port(port).dropped.fetch_add(1, SeqCst);
+        let g = self.port(port);
+        g.dropped.fetch_add(1, SeqCst);
+        g.last_done.store(self.stamp(), SeqCst);
     }
 
     pub fn guest_unmasked(&self, port: Port) {
@@ -129,15 +154,26 @@ impl Ghost {
         }
     }
 
-    /// Routing chose `vcpu`; it must be in `set` (read under its lock).
-    pub fn routed<B: crate::route::Bits + ?Sized>(&self, port: Port, vcpu: u32, set: &B) {
-        if !crate::route::test_bit(set, vcpu) {
-            let words: Vec<u64> = (0..set.nwords()).map(|i| set.word(i)).collect();
-            violated(
-                inv::ROUTED_WITHIN_SET,
-                format_args!("port {port} routed to vCPU {vcpu}, not in its set {words:x?}"),
-            );
+    /// Routing chose `vcpu`; it must be in `set` (the words it read), or be
+    /// the bound vCPU when no vCPU of the set can take the event now.
+    pub fn routed<B: crate::route::Bits + ?Sized>(
+        &self,
+        port: Port,
+        vcpu: u32,
+        bound: u32,
+        set: &B,
+        can_take: impl Fn(u32) -> bool,
+    ) {
+        if crate::route::test_bit(set, vcpu) {
+            return;
         }
+        let nbits = set.nwords() as u32 * 64;
+        let none_can = (0..nbits).filter(|&w| crate::route::test_bit(set, w)).all(|w| !can_take(w));
+        if vcpu == bound && none_can {
+            return;
+        }
+        let words: Vec<u64> = (0..set.nwords()).map(|i| set.word(i)).collect();
+        violated(inv::ROUTED_WITHIN_SET, format_args!("port {port} routed to vCPU {vcpu}, not in its set {words:x?}"));
     }
 
     /// Check every port once no thread runs and every notified vCPU drained.
@@ -167,10 +203,35 @@ impl Ghost {
                     format_args!("port {port}: {h} handled + {d} dropped + {pending} pending, for {e} raises"),
                 );
             }
+            let (raised, done) = (g.last_raise.load(SeqCst), g.last_done.load(SeqCst));
+            if pending == 0 && raised > done {
+                violated(
+                    inv::NO_LOST_EVENT,
+                    format_args!(
+                        "port {port}: raised at step {raised}, not pending, and not handled since (last at step {done})"
+                    ),
+                );
+            }
             if w & LINKED != 0 {
                 violated(
                     inv::QUEUE_WELL_FORMED,
                     format_args!("port {port} still LINKED after every notified vCPU drained (word {w:#010x})"),
+                );
+            }
+        }
+    }
+}
+
+impl Ghost {
+    /// `Balanced`'s heavy bit of every vCPU equals "load at the bound".
+    pub fn check_load(&self, sched: &crate::hypervisor::Sched, nr_vcpus: u32) {
+        use crate::hypervisor::sched::LOAD_BOUND;
+        for v in 0..nr_vcpus {
+            let (load, heavy) = (sched.load(v), sched.is_heavy(v));
+            if heavy != (load >= LOAD_BOUND) {
+                violated(
+                    inv::HEAVY_MATCHES_LOAD,
+                    format_args!("vCPU {v}: load {load} (bound {LOAD_BOUND}) but heavy bit {heavy}"),
                 );
             }
         }
@@ -209,7 +270,9 @@ impl Observer for Ghost {
                 format_args!("vCPU {vcpu} handled port {port} with MASKED set (word {seen:#010x})"),
             );
         }
-        self.port(port).handled.fetch_add(1, SeqCst);
+        let g = self.port(port);
+        g.handled.fetch_add(1, SeqCst);
+        g.last_done.store(self.stamp(), SeqCst);
     }
 
     fn runaway(&self, vcpu: u32, prio: usize) {

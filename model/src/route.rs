@@ -77,13 +77,18 @@ pub struct RouteInputs<'a, S: Bits + ?Sized, M: Bits + ?Sized> {
     pub blocked: &'a M,
     /// vCPUs over the load bound (`Balanced` only; see `hypervisor::sched`).
     pub heavy: &'a M,
+    /// vCPUs able to take an event now: online, FIFO control block mapped,
+    /// reached by an upcall. Every search is limited to them.
+    pub receivable: &'a M,
     /// The channel's `notify_vcpu_id`.
     pub bound: u32,
     /// The vCPU of the queue the event was last linked on (`fifo_lastq`).
     pub last: u32,
 }
 
-/// Choose the vCPU whose queue the event should join.
+/// Choose the vCPU whose queue the event should join: never one outside
+/// `receivable`, unless no vCPU of the set is in it (then the bound vCPU,
+/// as without a set).
 ///
 /// The answer is a preference: if the event is still LINKED on its old queue
 /// the FIFO code leaves it there (a queue has one consumer; only the
@@ -97,64 +102,71 @@ pub fn route<S: Bits + ?Sized, M: Bits + ?Sized>(policy: Policy, inp: &RouteInpu
 }
 
 /// The first case of both policies: stay on the last vCPU while it is in
-/// the set and running (and, for `Balanced`, under the load bound). Staying
-/// put costs nothing: no queue change, no second lock. It reads one bit of
-/// each mask, so set-pending may ask it before taking the set's lock.
-pub fn stays_on_last<S: Bits + ?Sized, M: Bits + ?Sized>(
-    policy: Policy,
-    set: &S,
-    running: &M,
-    heavy: &M,
-    last: u32,
-) -> bool {
-    let stays = test_bit(set, last) && test_bit(running, last);
+/// the set, running and able to take the event (and, for `Balanced`, under
+/// the load bound). Staying put costs nothing: no queue change, no second
+/// lock. It reads one bit of each mask, so set-pending may ask it before
+/// taking the set's lock.
+pub fn stays_on_last<S: Bits + ?Sized, M: Bits + ?Sized>(policy: Policy, inp: &RouteInputs<'_, S, M>) -> bool {
+    let last = inp.last;
+    let stays = test_bit(inp.set, last) && test_bit(inp.running, last) && test_bit(inp.receivable, last);
     match policy {
         Policy::Bound => false,
         Policy::PreferRunning => stays,
-        Policy::Balanced => stays && !test_bit(heavy, last),
+        Policy::Balanced => stays && !test_bit(inp.heavy, last),
     }
 }
 
+/// Word `i` of the set, limited to the vCPUs that can take the event.
+fn set_receivable<S: Bits + ?Sized, M: Bits + ?Sized>(inp: &RouteInputs<'_, S, M>, i: usize) -> u64 {
+    inp.set.word(i) & inp.receivable.word(i)
+}
+
 fn route_prefer_running<S: Bits + ?Sized, M: Bits + ?Sized>(inp: &RouteInputs<'_, S, M>) -> u32 {
-    let (set, running) = (inp.set, inp.running);
-    if stays_on_last(Policy::PreferRunning, set, running, inp.heavy, inp.last) {
+    if stays_on_last(Policy::PreferRunning, inp) {
         return inp.last;
     }
-    if let Some(v) = first_cyclic(set.nwords(), inp.last, |i| set.word(i) & running.word(i)) {
+    let running = |i| set_receivable(inp, i) & inp.running.word(i);
+    if let Some(v) = first_cyclic(inp.set.nwords(), inp.last, running) {
         return v;
     }
     route_not_running(inp)
 }
 
 fn route_balanced<S: Bits + ?Sized, M: Bits + ?Sized>(inp: &RouteInputs<'_, S, M>) -> u32 {
-    let (set, running, heavy) = (inp.set, inp.running, inp.heavy);
     // Staying put is free while the last vCPU keeps up with its events.
-    if stays_on_last(Policy::Balanced, set, running, heavy, inp.last) {
+    if stays_on_last(Policy::Balanced, inp) {
         return inp.last;
     }
     // Spread: the next light running vCPU after the last one.
-    let light_running = |i| set.word(i) & running.word(i) & !heavy.word(i);
-    if let Some(v) = first_cyclic(set.nwords(), inp.last.wrapping_add(1), light_running) {
+    let light_running = |i| set_receivable(inp, i) & inp.running.word(i) & !inp.heavy.word(i);
+    if let Some(v) = first_cyclic(inp.set.nwords(), inp.last.wrapping_add(1), light_running) {
         return v;
     }
     // Every running vCPU of the set is heavy: as PreferRunning.
     route_prefer_running(inp)
 }
 
-/// No vCPU of the set runs: prefer one that is blocked, since waking it runs it
-/// at once, where a preempted vCPU waits for the scheduler's next slice.
+/// No vCPU of the set that can take the event runs: prefer one that is
+/// blocked, since waking it runs it at once, where a preempted vCPU waits for
+/// the scheduler's next slice.
 fn route_not_running<S: Bits + ?Sized, M: Bits + ?Sized>(inp: &RouteInputs<'_, S, M>) -> u32 {
-    let (set, blocked) = (inp.set, inp.blocked);
-    if test_bit(set, inp.bound) && test_bit(blocked, inp.bound) {
-        return inp.bound;
+    let bound = inp.bound;
+    if test_bit(inp.set, bound) && test_bit(inp.blocked, bound) && test_bit(inp.receivable, bound) {
+        return bound;
     }
-    if let Some(v) = first_cyclic(set.nwords(), inp.last, |i| set.word(i) & blocked.word(i)) {
+    let blocked = |i| set_receivable(inp, i) & inp.blocked.word(i);
+    if let Some(v) = first_cyclic(inp.set.nwords(), inp.last, blocked) {
         return v;
     }
-    // The bound vCPU, which the set holds, except while a set change is half
-    // done (bound vCPU and set are written apart): then the set's first vCPU
-    // from it, so the choice never leaves the set that was read.
-    first_cyclic(set.nwords(), inp.bound, |i| set.word(i)).unwrap_or(inp.bound)
+    // The bound vCPU if it can take the event (the set holds it, except while
+    // a set change is half done: bound vCPU and set are written apart), else
+    // the set's first vCPU from it that can; so the choice never leaves the
+    // set that was read while any vCPU of it can take the event.
+    if let Some(v) = first_cyclic(inp.set.nwords(), bound, |i| set_receivable(inp, i)) {
+        return v;
+    }
+    // No vCPU of the set can take it: the bound vCPU, as without a set.
+    bound
 }
 
 /// Is bit `v` set? Out-of-range bits read as clear.
@@ -192,23 +204,24 @@ pub fn first_cyclic(nwords: usize, from: u32, mask: impl Fn(usize) -> u64) -> Op
 }
 
 /// Check a vCPU set a guest asks for, in the order the Xen patch checks it.
-/// `nr_bits` is how many bits the guest passed; `online` are its vCPUs that are up.
-pub fn check_vcpu_set<B: Bits + ?Sized>(set: &B, nr_bits: u32, nr_vcpus: u32, online: &B) -> Result<(), Error> {
+/// `nr_bits` is how many bits the guest passed; `receivers` are its vCPUs
+/// that can take events (up, control block mapped, reached by an upcall).
+pub fn check_vcpu_set<B: Bits + ?Sized>(set: &B, nr_bits: u32, nr_vcpus: u32, receivers: &B) -> Result<(), Error> {
     let mut any = false;
-    let mut any_online = false;
+    let mut any_receiver = false;
     for i in 0..set.nwords() {
         let w = set.word(i) & valid_bits(i, nr_bits);
         any |= w != 0;
         if w & !valid_bits(i, nr_vcpus) != 0 {
             return Err(Error::BitBeyondVcpus);
         }
-        any_online |= w & online.word(i) != 0;
+        any_receiver |= w & receivers.word(i) != 0;
     }
     if !any {
         return Err(Error::EmptySet);
     }
-    if !any_online {
-        return Err(Error::NoOnlineVcpu);
+    if !any_receiver {
+        return Err(Error::NoReceivingVcpu);
     }
     Ok(())
 }
@@ -233,8 +246,10 @@ mod tests {
         blocked: &'a [u64],
         heavy: &'a [u64],
     ) -> RouteInputs<'a, [u64], [u64]> {
-        RouteInputs { set, running, blocked, heavy, bound: 0, last: 0 }
+        RouteInputs { set, running, blocked, heavy, receivable: &ALL, bound: 0, last: 0 }
     }
+
+    const ALL: [u64; 1] = [!0];
 
     #[test]
     fn bound_policy_ignores_everything_else() {
@@ -324,12 +339,45 @@ mod tests {
     }
 
     #[test]
+    fn never_a_vcpu_that_cannot_take_the_event() {
+        // vCPU 1 runs but has no control block (or is offline); 2 is blocked.
+        let mut i = inputs(&[0b0111], &[0b0010], &[0b0100], &[0]);
+        let receivable = [0b0101u64];
+        i.receivable = &receivable;
+        i.last = 1;
+        for p in [Policy::PreferRunning, Policy::Balanced] {
+            assert_eq!(route(p, &i), 2, "{p:?}: the blocked vCPU that can take it");
+        }
+        let blocked_none = [0u64];
+        i.blocked = &blocked_none;
+        i.bound = 1;
+        for p in [Policy::PreferRunning, Policy::Balanced] {
+            assert_eq!(route(p, &i), 2, "{p:?}: the set's first receiver from the bound vCPU");
+        }
+    }
+
+    #[test]
+    fn bound_vcpu_when_no_vcpu_of_the_set_can_take_the_event() {
+        let mut i = inputs(&[0b0110], &[0b0110], &[0], &[0]);
+        let receivable = [0b1001u64];
+        i.receivable = &receivable;
+        i.bound = 2;
+        i.last = 1;
+        for p in Policy::ALL {
+            assert_eq!(route(p, &i), 2, "{p:?}");
+        }
+    }
+
+    #[test]
     fn first_cyclic_wraps_within_and_across_words() {
         let words = [1u64 << 3, 0, 1u64 << 63];
         let m = |i: usize| words[i];
         assert_eq!(first_cyclic(3, 0, m), Some(3));
         assert_eq!(first_cyclic(3, 4, m), Some(191));
         assert_eq!(first_cyclic(3, 191, m), Some(191));
+        // From the last word round to the first; a start past the end wraps.
+        assert_eq!(first_cyclic(3, 192 + 5, m), Some(191), "from wraps modulo the bits");
+        assert_eq!(first_cyclic(3, 190, |i| if i == 0 { 1 << 2 } else { 0 }), Some(2));
         assert_eq!(first_cyclic(3, 2, |i| if i == 0 { 0b11 } else { 0 }), Some(0));
         assert_eq!(first_cyclic(3, 0, |_| 0), None);
         assert_eq!(first_cyclic(0, 0, |_| !0), None);
@@ -341,7 +389,7 @@ mod tests {
         assert_eq!(check_vcpu_set(&[0u64][..], 64, 4, &online[..]), Err(Error::EmptySet));
         assert_eq!(check_vcpu_set(&[0b1u64][..], 0, 4, &online[..]), Err(Error::EmptySet));
         assert_eq!(check_vcpu_set(&[0b10000u64][..], 64, 4, &online[..]), Err(Error::BitBeyondVcpus));
-        assert_eq!(check_vcpu_set(&[0b1000u64][..], 64, 4, &online[..]), Err(Error::NoOnlineVcpu));
+        assert_eq!(check_vcpu_set(&[0b1000u64][..], 64, 4, &online[..]), Err(Error::NoReceivingVcpu));
         assert_eq!(check_vcpu_set(&[0b1010u64][..], 64, 4, &online[..]), Ok(()));
         // Bits at or past nr_bits are not part of the set (as xenctl_bitmap).
         assert_eq!(check_vcpu_set(&[0b10010u64][..], 4, 4, &online[..]), Ok(()));

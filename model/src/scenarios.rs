@@ -8,6 +8,7 @@ use crate::abi::{Port, PRIORITY_DEFAULT};
 use crate::bugs::{Bug, Bugs};
 use crate::ghost::inv;
 use crate::guest::{self, Consumer};
+use crate::hypervisor::sched::LOAD_BOUND;
 use crate::hypervisor::{Config, Hypervisor, Kind, RunState};
 use crate::route::Policy;
 use crate::sync::{thread, Arc};
@@ -17,6 +18,9 @@ pub struct Scenario {
     pub name: &'static str,
     pub about: &'static str,
     pub run: fn(Bugs),
+    /// The least preemption bound that reaches the race, when it needs more
+    /// than CI's bound of 2 (loom then explores this scenario alone deeper).
+    pub min_preemptions: Option<usize>,
 }
 
 /// A seeded bug, the scenario that exposes it, and the invariant it breaks.
@@ -31,46 +35,74 @@ pub const SCENARIOS: &[Scenario] = &[
         name: "two-senders-one-consumer",
         about: "two CPUs raise two events while vCPU0 drains its queue",
         run: two_senders_one_consumer,
+        min_preemptions: None,
     },
     Scenario {
         name: "set-change-moves-queue",
         about: "a raise races EVTCHNOP_set_vcpu_set moving the event to another vCPU",
         run: set_change_moves_queue,
+        min_preemptions: None,
     },
     Scenario {
         name: "set-change-while-none-runs",
         about: "a raise races a set change while no vCPU runs: the decision falls back to the bound vCPU as it moves",
         run: set_change_while_none_runs,
+        min_preemptions: None,
     },
     Scenario {
         name: "stale-tail-after-queue-move",
         about: "an event moves off vCPU0's queue (of which it was the consumed tail) while another joins vCPU0's queue",
         run: stale_tail_after_queue_move,
+        min_preemptions: None,
     },
     Scenario {
         name: "consume-on-old-while-routed-to-new",
         about: "vCPU0 consumes an event while routing picks vCPU1 for it and it is still LINKED on vCPU0",
         run: consume_on_old_while_routed_to_new,
+        min_preemptions: None,
     },
     Scenario {
         name: "mask-unmask-race",
         about: "the guest masks and unmasks an event while Xen raises it and vCPU0 consumes",
         run: mask_unmask_race,
+        min_preemptions: None,
     },
     Scenario {
         name: "priority-change-race",
         about: "EVTCHNOP_set_priority races raises of the event and of a neighbour on its old queue",
         run: priority_change_race,
+        min_preemptions: None,
     },
     Scenario {
         name: "close-and-reuse-linked-port",
         about: "a port still LINKED is closed and a new channel allocated while vCPU0 consumes",
         run: close_and_reuse_linked_port,
+        min_preemptions: None,
     },
     Scenario {
         name: "opposite-queue-moves",
         about: "two events move between vCPU0 and vCPU1 in opposite directions at once",
         run: opposite_queue_moves,
+        min_preemptions: None,
+    },
+    Scenario {
+        name: "control-block-mapped-while-routed",
+        about:
+            "a raise races vCPU1 mapping its control block while vCPU1 runs, vCPU0 is preempted and vCPU2 is offline",
+        run: control_block_mapped_while_routed,
+        min_preemptions: None,
+    },
+    Scenario {
+        name: "queue-changes-under-a-raise",
+        about: "three priority changes land inside one raise's three tries to lock the event's queues",
+        run: queue_changes_under_a_raise,
+        min_preemptions: Some(3),
+    },
+    Scenario {
+        name: "load-and-heavy-agree",
+        about: "one CPU routes an event to vCPU0 at the load bound while another finds vCPU0 drained",
+        run: load_and_heavy_agree,
+        min_preemptions: None,
     },
 ];
 
@@ -103,6 +135,13 @@ pub const SEEDED_BUGS: &[SeededBug] = &[
         scenario: "two-senders-one-consumer",
         invariant: inv::NO_LOST_EVENT,
     },
+    SeededBug {
+        bug: Bug::RouteIgnoresReceivable,
+        scenario: "control-block-mapped-while-routed",
+        invariant: inv::NO_LOST_EVENT,
+    },
+    SeededBug { bug: Bug::ThreeTryBailout, scenario: "queue-changes-under-a-raise", invariant: inv::NO_LOST_EVENT },
+    SeededBug { bug: Bug::HeavySetOrClear, scenario: "load-and-heavy-agree", invariant: inv::HEAVY_MATCHES_LOAD },
     SeededBug { bug: Bug::UnmaskIgnoresPending, scenario: "mask-unmask-race", invariant: inv::UNMASK_DELIVERS },
     SeededBug { bug: Bug::HandleMaskedEvent, scenario: "mask-unmask-race", invariant: inv::MASKED_NOT_HANDLED },
 ];
@@ -123,7 +162,12 @@ struct Stage {
 
 impl Stage {
     fn new(nr_vcpus: u32, nr_ports: u32, policy: Policy, bugs: Bugs) -> Self {
-        let hv = Arc::new(Hypervisor::new(Config { bugs, ..Config::new(nr_vcpus, nr_ports, policy) }));
+        Self::with(Config { bugs, ..Config::new(nr_vcpus, nr_ports, policy) })
+    }
+
+    fn with(cfg: Config) -> Self {
+        let (nr_vcpus, nr_ports, bugs) = (cfg.nr_vcpus, cfg.nr_ports, cfg.bugs);
+        let hv = Arc::new(Hypervisor::new(cfg));
         let consumers = (0..nr_vcpus).map(|v| Consumer::new(v, nr_ports, bugs)).collect();
         Stage { hv, consumers }
     }
@@ -160,12 +204,17 @@ impl Stage {
         self.consumers[v] = c;
     }
 
-    /// Every notified vCPU drains, then the invariants are checked.
+    /// Every notified vCPU that can take events drains (an offline vCPU, or
+    /// one without a control block, does not run its consumer), then the
+    /// invariants are checked.
     fn quiesce(mut self) {
         for v in 0..self.consumers.len() as u32 {
-            self.drain(v);
+            if self.hv.sched.can_take(v) {
+                self.drain(v);
+            }
         }
         self.hv.ghost().check_quiescent(self.hv.shared());
+        self.hv.ghost().check_load(&self.hv.sched, self.consumers.len() as u32);
     }
 }
 
@@ -339,6 +388,50 @@ fn opposite_queue_moves(bugs: Bugs) {
     st.set(b, &[0]);
     let t1 = spawn(&st.hv, move |hv| hv.send(a).unwrap());
     let t2 = spawn(&st.hv, move |hv| hv.send(b).unwrap());
+    t1.join().unwrap();
+    t2.join().unwrap();
+    st.quiesce();
+}
+
+fn control_block_mapped_while_routed(bugs: Bugs) {
+    // vCPU1 runs but has not mapped its control block yet; vCPU2 is offline.
+    let cfg = Config { bugs, unmapped: 0b010, ..Config::new(3, 2, Policy::PreferRunning) };
+    let st = Stage::with(cfg);
+    let p = st.bind(0);
+    st.set(p, &[0, 1, 2]);
+    st.hv.sched.set_state(0, RunState::Runnable);
+    st.hv.sched.set_state(2, RunState::Offline);
+    let t1 = spawn(&st.hv, move |hv| hv.send(p).unwrap());
+    let t2 = spawn(&st.hv, move |hv| hv.init_control(1).unwrap());
+    t1.join().unwrap();
+    t2.join().unwrap();
+    st.quiesce();
+}
+
+fn queue_changes_under_a_raise(bugs: Bugs) {
+    let mut st = Stage::new(1, 2, Policy::PreferRunning, bugs);
+    let p = st.bind(0);
+    st.send(p);
+    st.drain(0); // p is unlinked; its last queue is vCPU0's priority-7 queue
+    let sender = spawn(&st.hv, move |hv| hv.send(p).unwrap());
+    let changes: Vec<_> =
+        [6, 5, 4].into_iter().map(|prio| spawn(&st.hv, move |hv| hv.set_priority(p, prio).unwrap())).collect();
+    sender.join().unwrap();
+    for c in changes {
+        c.join().unwrap();
+    }
+    st.quiesce();
+}
+
+fn load_and_heavy_agree(bugs: Bugs) {
+    let st = Stage::new(1, 2, Policy::Balanced, bugs);
+    for _ in 1..LOAD_BOUND {
+        st.hv.sched.note_routed(0, false);
+    }
+    // One below the bound: this raise makes vCPU0 heavy...
+    let t1 = spawn(&st.hv, move |hv| hv.sched.note_routed(0, false));
+    // ...while another CPU finds its READY word empty.
+    let t2 = spawn(&st.hv, move |hv| hv.sched.drained(0));
     t1.join().unwrap();
     t2.join().unwrap();
     st.quiesce();

@@ -17,6 +17,10 @@ fn explore(name: &str, bugs: Bugs) {
     let mut builder = loom::model::Builder::new();
     // Scenarios are short: a deeper branch count only means a runaway loop.
     builder.max_branches = 10_000;
+    // A race that needs more preemptions than the run's bound gets them.
+    if let Some(min) = s.min_preemptions {
+        builder.preemption_bound = Some(builder.preemption_bound.map_or(min, |b| b.max(min)));
+    }
     builder.check(move || {
         counter.fetch_add(1, Ordering::Relaxed);
         run(bugs)
@@ -50,6 +54,9 @@ scenarios! {
     scenario_priority_change_race => "priority-change-race",
     scenario_close_and_reuse_linked_port => "close-and-reuse-linked-port",
     scenario_opposite_queue_moves => "opposite-queue-moves",
+    scenario_control_block_mapped_while_routed => "control-block-mapped-while-routed",
+    scenario_queue_changes_under_a_raise => "queue-changes-under-a-raise",
+    scenario_load_and_heavy_agree => "load-and-heavy-agree",
 }
 
 #[test]

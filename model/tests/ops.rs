@@ -145,7 +145,7 @@ impl Run {
                 } else if bits >> VCPUS != 0 {
                     Some(Error::BitBeyondVcpus)
                 } else if u64::from(bits) & self.online == 0 {
-                    Some(Error::NoOnlineVcpu)
+                    Some(Error::NoReceivingVcpu)
                 } else {
                     None
                 };

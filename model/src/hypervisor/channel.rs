@@ -84,6 +84,13 @@ pub struct Channel {
     pub set: Box<[AtomicU64]>,
     /// Serialises writers of `set`, and readers that need several words.
     pub set_lock: Mutex<()>,
+    /// The set is held out of line (a domain of more than 64 vCPUs after
+    /// its first `EVTCHNOP_set_vcpu_set`), counted against `max_sets`.
+    /// Written under `lock`.
+    pub has_ext: AtomicBool,
+    /// The guest gave the channel a set (Xen: `route.word` or `route.ext`
+    /// not empty). Without one, set-pending neither routes nor counts.
+    pub has_set: AtomicBool,
 }
 
 impl Channel {
@@ -99,6 +106,8 @@ impl Channel {
             pending: AtomicBool::new(false),
             set: (0..nwords).map(|_| AtomicU64::new(0)).collect(),
             set_lock: Mutex::new(()),
+            has_ext: AtomicBool::new(false),
+            has_set: AtomicBool::new(false),
         }
     }
 
