@@ -363,6 +363,14 @@ impl Host {
             return false;
         }
         let d = &self.domains[ch.dom];
+        // As Xen's routed set-pending: a heavy last vCPU that has drained its
+        // queue is light again.
+        if self.policy == Policy::Balanced
+            && d.sched.is_heavy(ch.last)
+            && self.vcpus[d.first + ch.last as usize].fifo.is_empty()
+        {
+            d.sched.drained(ch.last);
+        }
         let target = match ch.source {
             // Per-vCPU events (IPIs) are never routed.
             None => ch.bound,
@@ -373,6 +381,7 @@ impl Host {
                     running: &d.sched.running[..],
                     blocked: &d.sched.blocked[..],
                     heavy: &d.sched.heavy[..],
+                    receivable: &d.sched.receivable[..],
                     bound: ch.bound,
                     last: ch.last,
                 },
