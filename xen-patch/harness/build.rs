@@ -5,6 +5,8 @@
 //! The patched tree comes from `cargo xtask xen --prepare`, which records
 //! its path in `target/evroute-xen-src`; `EVROUTE_XEN_SRC` overrides it.
 
+include!("seeded.rs");
+
 use std::env;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -14,14 +16,17 @@ fn main() {
     let pointer = manifest.join("../../target/evroute-xen-src");
     println!("cargo:rerun-if-env-changed=EVROUTE_XEN_SRC");
     println!("cargo:rerun-if-env-changed=EVROUTE_XEN_PRISTINE");
+    println!("cargo:rerun-if-env-changed=EVROUTE_SEEDED_C");
+    println!("cargo:rerun-if-changed=seeded.rs");
     println!("cargo:rerun-if-changed={}", pointer.display());
     println!("cargo:rerun-if-changed=c");
     // Line 1: the patched tree; line 2: the same source without the series.
     let recorded = fs::read_to_string(&pointer).unwrap_or_default();
     let mut lines = recorded.lines().map(|l| PathBuf::from(l.trim()));
+    let recorded_src = lines.next();
     let src = match env::var("EVROUTE_XEN_SRC") {
         Ok(s) => PathBuf::from(s),
-        Err(_) => lines.next().unwrap_or_else(|| {
+        Err(_) => recorded_src.unwrap_or_else(|| {
             panic!(
                 "no patched Xen source: run `cargo xtask xen --prepare` (it writes {}), or set EVROUTE_XEN_SRC",
                 pointer.display()
@@ -42,14 +47,20 @@ fn main() {
     }
 
     let mut fifo = stripped(&fifo_src.join("xen/common/event_fifo.c"));
-    if env::var_os("CARGO_FEATURE_SEEDED_NO_TAIL_INVALIDATION").is_some() {
-        let tail = "        if ( old_q->tail == port )\n            old_q->tail = 0;\n";
-        assert!(fifo.contains(tail), "event_fifo.c no longer has the tail invalidation this bug removes");
-        fifo = fifo.replace(tail, "");
+    let mut route = stripped(&xen.join("common/event_route.c"));
+    // EVROUTE_SEEDED_C=<name>: put one mistake back (seeded.rs).
+    if let Ok(name) = env::var("EVROUTE_SEEDED_C") {
+        let bug = SEEDED_C.iter().find(|b| b.name == name).unwrap_or_else(|| panic!("no seeded C bug {name}"));
+        let text = if bug.file == "fifo" { &mut fifo } else { &mut route };
+        for (from, to) in bug.edits {
+            assert!(text.contains(from), "seeded bug {name}: the patched C no longer has:\n{from}");
+            *text = text.replacen(from, to, 1);
+        }
     }
     fs::write(out.join("event_route.h"), stripped(&xen.join("include/xen/event_route.h"))).unwrap();
     fs::write(out.join("fifo.c"), prelude() + &fifo).unwrap();
-    fs::write(out.join("route.c"), prelude() + &stripped(&xen.join("common/event_route.c"))).unwrap();
+    let glue = fs::read_to_string(manifest.join("c/route_glue.c")).unwrap();
+    fs::write(out.join("route.c"), prelude() + &route + &glue).unwrap();
 
     cc::Build::new()
         .file(manifest.join("c/harness.c"))

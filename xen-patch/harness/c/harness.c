@@ -1,8 +1,8 @@
 /*
  * The glue around the unmodified event_fifo.c and event_route.c: a domain
  * with vCPUs, guest pages and a channel table, and the parts of
- * event_channel.c the differential test needs (allocate, close, send,
- * bind-vcpu, unmask), written after Xen 4.17.5's.  Called from Rust.
+ * event_channel.c the tests need (allocate, close, send, bind-vcpu,
+ * unmask), written after Xen 4.17.5's.  Called from Rust.
  */
 #include "emul.h"
 #include "event_route.h"
@@ -10,7 +10,15 @@
 #include <stdio.h>
 
 unsigned long hx_warnings;
+unsigned int hx_locks_held;
 __thread struct vcpu *hx_current;
+
+/* Guest copies made while a lock was held (none may be). */
+unsigned long hx_copies_under_lock;
+/* Copies that reached Xen's own mappings of a 32-bit PV guest. */
+unsigned long hx_xen_area_accesses;
+/* The hx_fail_alloc_in'th allocation from now fails (0: none). */
+unsigned int hx_fail_alloc_in;
 
 #define HX_VIRQ_TIMER   0 /* a per-vCPU VIRQ */
 #define HX_VIRQ_DOM_EXC 3 /* a global VIRQ */
@@ -21,15 +29,117 @@ enum hx_kind {
     HX_VIRQ_PER_VCPU, HX_IPI, HX_XEN_CONSUMER,
 };
 
-int hx_copy(void *dst, const void *src, size_t n)
+/* Allocations Xen holds now (made by the two files, not yet freed). */
+long hx_live_allocs;
+
+void *hx_xalloc(size_t size, bool zero)
 {
+    void *p;
+
+    if ( hx_fail_alloc_in && --hx_fail_alloc_in == 0 )
+        return NULL;
+    p = zero ? calloc(1, size) : malloc(size);
+    hx_live_allocs += !!p;
+    return p;
+}
+
+void hx_xfree(void *p)
+{
+    hx_live_allocs -= !!p;
+    free(p);
+}
+
+/*
+ * Guest address spaces.  A 64-bit guest's address is a pointer of this
+ * process (0 and HX_BAD_ADDR fault).  A 32-bit PV guest has two pages of
+ * its own: one low, one just below the compat area; other addresses below
+ * 4GiB are unmapped; [HX_COMPAT_VIRT_START, 4GiB) and [HX_XEN_AREA_START,
+ * HX_XEN_AREA_END) stand for Xen's own mappings for such a guest (its
+ * compat area; its per-domain area, L4 slot 4 on x86-64), which Xen's
+ * native access check would let a copy reach.
+ */
+#define HX_BAD_ADDR       0xbad0UL
+#define HX_G32_LOW        0x10000UL
+#define HX_G32_TOP        (HX_COMPAT_VIRT_START - PAGE_SIZE)
+#define HX_XEN_AREA_START 0x0000020000000000UL
+#define HX_XEN_AREA_END   0x0000028000000000UL
+static uint8_t hx_g32[2][PAGE_SIZE];
+/* What a copy into Xen's own area would overwrite (Xen data, in truth). */
+static uint8_t hx_xen_area[2 * PAGE_SIZE];
+
+uint8_t *hx_g32_page(unsigned int which, unsigned long *gaddr)
+{
+    *gaddr = which ? HX_G32_TOP : HX_G32_LOW;
+    return hx_g32[!!which];
+}
+
+/* The host memory behind [gaddr, gaddr + n) of the current guest, or NULL. */
+static uint8_t *hx_guest_range(unsigned long gaddr, size_t n)
+{
+    const struct domain *d = current->domain;
+    unsigned int i;
+
+    if ( gaddr + n < gaddr )
+        return NULL;
+    if ( gaddr >= HX_XEN_AREA_START && gaddr < HX_XEN_AREA_END )
+    {
+        /* A 64-bit caller's own page there is not mapped here. */
+        if ( !(d->hx_pv32 || d->hx_compat_calls) || n > sizeof(hx_xen_area) )
+            return NULL;
+        /* Xen's native access check lets the copy through, into Xen. */
+        hx_xen_area_accesses++;
+        return hx_xen_area;
+    }
+    if ( !d->hx_pv32 )
+        return gaddr && gaddr != HX_BAD_ADDR ? (uint8_t *)gaddr : NULL;
+    /* From the compat area up to 4GiB: Xen's mappings (the compat M2P). */
+    if ( gaddr + n > HX_COMPAT_VIRT_START && gaddr < (1UL << 32) &&
+         n <= sizeof(hx_xen_area) )
+    {
+        hx_xen_area_accesses++;
+        return hx_xen_area;
+    }
+    for ( i = 0; i < 2; i++ )
+    {
+        unsigned long base = i ? HX_G32_TOP : HX_G32_LOW;
+
+        if ( gaddr >= base && gaddr + n <= base + PAGE_SIZE )
+            return &hx_g32[i][gaddr - base];
+    }
+    return NULL;
+}
+
+/*
+ * Copy n bytes between Xen's buffer and the current guest's address gaddr:
+ * the bytes not copied, as Xen's copy_{to,from}_guest().
+ */
+static int hx_copy_guest(void *xen, unsigned long gaddr, size_t n,
+                         bool to_guest)
+{
+    uint8_t *guest;
+
     if ( !n )
         return 0;
-    if ( !dst || !src || (unsigned long)dst == HX_BAD_ADDR ||
-         (unsigned long)src == HX_BAD_ADDR )
+    if ( hx_locks_held )
+        hx_copies_under_lock++;
+    guest = hx_guest_range(gaddr, n);
+    if ( !guest )
         return n;
-    memcpy(dst, src, n);
+    if ( to_guest )
+        memcpy(guest, xen, n);
+    else
+        memcpy(xen, guest, n);
     return 0;
+}
+
+int hx_copy_from_guest(void *dst, unsigned long gaddr, size_t n)
+{
+    return hx_copy_guest(dst, gaddr, n, false);
+}
+
+int hx_copy_to_guest(unsigned long gaddr, const void *src, size_t n)
+{
+    return hx_copy_guest((void *)src, gaddr, n, true);
 }
 
 void vcpu_mark_events_pending(struct vcpu *v)
@@ -44,7 +154,23 @@ static bool virq_is_global(unsigned int virq)
     return virq != HX_VIRQ_TIMER;
 }
 
-/* As event_channel.c (patch 3). */
+/*
+ * The unpatched event_fifo.c (the benchmark's baseline) has no such
+ * function; the patched one's replaces this.
+ */
+__attribute__((weak)) bool evtchn_fifo_vcpu_mapped(const struct vcpu *v)
+{
+    (void)v;
+    return true;
+}
+
+__attribute__((weak)) bool evtchn_fifo_vcpu_drained(const struct vcpu *v)
+{
+    (void)v;
+    return true;
+}
+
+/* As the patched event_channel.c. */
 bool evtchn_is_per_os(const struct evtchn *chn)
 {
     if ( chn->xen_consumer )
@@ -63,7 +189,7 @@ bool evtchn_is_per_os(const struct evtchn *chn)
     }
 }
 
-/* As event_channel.c (patch 3), without the physical IRQ's bookkeeping. */
+/* As the patched event_channel.c, without the physical IRQ's bookkeeping. */
 int evtchn_set_notify_vcpu(struct domain *d, evtchn_port_t port,
                            struct evtchn *chn, struct vcpu *v)
 {
@@ -98,51 +224,73 @@ static void *page(void)
 
 void hx_destroy(struct domain *d);
 
-/*
- * A FIFO domain (or a 2-level one if !fifo) of nr_vcpus vCPUs and nr_ports
- * valid ports, every vCPU online and running.  Sets the global option.
- */
-struct domain *hx_create(unsigned int nr_vcpus, unsigned int nr_ports,
-                         unsigned int policy, int fifo)
+/* The domain's first vCPU that exists: the caller of hypercalls. */
+static void hx_enter(struct domain *d)
+{
+    unsigned int i = 0;
+
+    while ( !d->vcpu[i] )
+        i++;
+    hx_current = d->vcpu[i];
+    hx_current->hcall_compat = d->hx_pv32 || d->hx_compat_calls;
+}
+
+/* How hx_create() builds a domain (evroute_xen_harness::DomainConfig). */
+struct hx_config {
+    unsigned int nr_vcpus, nr_ports, policy;
+    bool fifo;            /* EVTCHNOP_init_control done; else 2-level */
+    bool pv32;            /* a 32-bit PV guest */
+    bool compat_calls;    /* an HVM guest calling in 32-bit mode */
+    uint64_t unmapped;    /* vCPUs (of the first 64) without a control block */
+    int gap;              /* a vCPU id left without a struct vcpu, or -1 */
+};
+
+/* Control block of vCPU i in gfn i; the event array in the next gfn. */
+int hx_init_control(struct domain *d, unsigned int vcpu)
+{
+    struct evtchn_init_control ic = { .control_gfn = vcpu, .vcpu = vcpu };
+
+    hx_enter(d);
+    return evtchn_fifo_init_control(&ic);
+}
+
+/* set_opt_evtchn_route(): opt_evtchn_route is one global, as in Xen. */
+struct domain *hx_create(const struct hx_config *c)
 {
     struct domain *d = calloc(1, sizeof(*d));
     unsigned int i;
 
-    opt_evtchn_route = policy;
-    d->max_vcpus = nr_vcpus;
-    d->valid_evtchns = nr_ports;
-    d->vcpu = calloc(nr_vcpus, sizeof(*d->vcpu));
-    d->evtchn = calloc(nr_ports, sizeof(*d->evtchn));
-    for ( i = 0; i < nr_ports; i++ )
+    opt_evtchn_route = c->policy;
+    d->max_vcpus = c->nr_vcpus;
+    d->valid_evtchns = c->nr_ports;
+    d->hx_pv32 = c->pv32;
+    d->hx_compat_calls = c->compat_calls;
+    d->vcpu = calloc(c->nr_vcpus, sizeof(*d->vcpu));
+    d->evtchn = calloc(c->nr_ports, sizeof(*d->evtchn));
+    for ( i = 0; i < c->nr_ports; i++ )
         d->evtchn[i].port = i;
     d->evtchn[0].state = ECS_RESERVED;
-    for ( i = 0; i < nr_vcpus; i++ )
+    for ( i = 0; i < c->nr_vcpus; i++ )
     {
+        if ( (int)i == c->gap )
+            continue;
         d->vcpu[i] = calloc(1, sizeof(struct vcpu));
         d->vcpu[i]->vcpu_id = i;
         d->vcpu[i]->domain = d;
+        d->vcpu[i]->runstate.state = RUNSTATE_running;
     }
-    if ( evtchn_route_domain_init(d) )
-        abort();
-    for ( i = 0; i < nr_vcpus; i++ )
-        evtchn_route_runstate(d->vcpu[i], RUNSTATE_running);
 
-    if ( !fifo )
+    if ( !c->fifo )
         return d;
 
-    /* Control block of vCPU i in gfn i; the event array in the next gfn. */
-    hx_current = d->vcpu[0];
-    for ( i = 0; i <= nr_vcpus && i < HX_PAGES; i++ )
+    for ( i = 0; i <= c->nr_vcpus && i < HX_PAGES; i++ )
         d->pages[i] = page();
-    for ( i = 0; i < nr_vcpus; i++ )
-    {
-        struct evtchn_init_control ic = { .control_gfn = i, .offset = 0, .vcpu = i };
-
-        if ( evtchn_fifo_init_control(&ic) )
+    for ( i = 0; i < c->nr_vcpus; i++ )
+        if ( d->vcpu[i] && !(i < 64 && (c->unmapped >> i) & 1) &&
+             hx_init_control(d, i) )
             abort();
-    }
     {
-        struct evtchn_expand_array ea = { .array_gfn = nr_vcpus };
+        struct evtchn_expand_array ea = { .array_gfn = c->nr_vcpus };
 
         if ( evtchn_fifo_expand_array(&ea) )
             abort();
@@ -155,7 +303,7 @@ void hx_destroy(struct domain *d)
     unsigned int i;
 
     for ( i = 1; i < d->valid_evtchns; i++ )
-        evtchn_route_free(&d->evtchn[i]);
+        evtchn_route_free(d, &d->evtchn[i]);
     if ( d->evtchn_fifo )
         evtchn_fifo_destroy(d);
     evtchn_route_domain_destroy(d);
@@ -226,7 +374,7 @@ int hx_close(struct domain *d, unsigned int port)
         return -EINVAL;
     if ( d->evtchn_port_ops )
         d->evtchn_port_ops->clear_pending(d, chn);
-    evtchn_route_free(chn);
+    evtchn_route_free(d, chn);
     chn->state = ECS_FREE;
     chn->notify_vcpu_id = 0;
     chn->xen_consumer = 0;
@@ -267,7 +415,7 @@ int hx_set_priority(struct domain *d, unsigned int port, unsigned int prio)
     return d->evtchn_port_ops->set_priority(d, evtchn_from_port(d, port), prio);
 }
 
-/* evtchn_bind_vcpu() as patched (patch 3). */
+/* evtchn_bind_vcpu() as patched. */
 int hx_bind_vcpu(struct domain *d, unsigned int port, unsigned int vcpu)
 {
     struct evtchn *chn;
@@ -281,7 +429,7 @@ int hx_bind_vcpu(struct domain *d, unsigned int port, unsigned int vcpu)
     write_lock(&d->event_lock);
     rc = evtchn_set_notify_vcpu(d, port, chn, d->vcpu[vcpu]);
     if ( !rc )
-        evtchn_route_bind_vcpu(d, chn, vcpu);
+        evtchn_route_bind_vcpu(d, chn);
     write_unlock(&d->event_lock);
     return rc;
 }
@@ -289,7 +437,7 @@ int hx_bind_vcpu(struct domain *d, unsigned int port, unsigned int vcpu)
 /* EVTCHNOP_set_vcpu_set, as the hypercall handler calls it. */
 int hx_set_vcpu_set(struct domain *d, struct evtchn_set_vcpu_set *op)
 {
-    hx_current = d->vcpu[0];
+    hx_enter(d);
     return evtchn_route_set_vcpu_set(op);
 }
 
@@ -302,7 +450,74 @@ void hx_set_runstate(struct domain *d, unsigned int vcpu, int runstate)
         v->pause_flags |= 1UL << _VPF_down;
     else
         v->pause_flags &= ~(1UL << _VPF_down);
+    v->runstate.state = runstate;
     evtchn_route_runstate(v, runstate);
+}
+
+/*
+ * The benchmark's context switch: vcpu_runstate_change()'s hook alone
+ * (callgrind --toggle-collect=hx_bench_runstate), and the same call without
+ * it, to subtract.
+ */
+__attribute__((noinline)) void hx_bench_runstate(struct vcpu *v, int runstate)
+{
+    v->runstate.state = runstate;
+    evtchn_route_runstate(v, runstate);
+}
+
+__attribute__((noinline)) void hx_bench_runstate_base(struct vcpu *v,
+                                                      int runstate)
+{
+    v->runstate.state = runstate;
+    __asm__ volatile ( "" ::: "memory" );
+}
+
+void hx_bench_switches(struct domain *d, unsigned int n)
+{
+    for ( unsigned int i = 0; i < n; i++ )
+    {
+        struct vcpu *v = d->vcpu[i % d->max_vcpus];
+        int rs = i & 1 ? RUNSTATE_running : RUNSTATE_runnable;
+
+        hx_bench_runstate(v, rs);
+        hx_bench_runstate_base(v, rs);
+    }
+}
+
+/* A vCPU paused (descheduled, RUNSTATE_offline) but not down. */
+void hx_pause(struct domain *d, unsigned int vcpu)
+{
+    struct vcpu *v = d->vcpu[vcpu];
+
+    v->runstate.state = RUNSTATE_offline;
+    evtchn_route_runstate(v, RUNSTATE_offline);
+}
+
+/* _VPF_down changes without a run-state change (an INIT IPI while paused). */
+void hx_set_down(struct domain *d, unsigned int vcpu, int down)
+{
+    if ( down )
+        d->vcpu[vcpu]->pause_flags |= 1UL << _VPF_down;
+    else
+        d->vcpu[vcpu]->pause_flags &= ~(1UL << _VPF_down);
+}
+
+/* The scheduler reports a run state under its lock (single-threaded here). */
+void sched_evtchn_route_sync(struct vcpu *v)
+{
+    evtchn_route_runstate(v, v->runstate.state);
+}
+
+/* An HVM callback change: does an upcall reach this vCPU? */
+void hx_set_upcall(struct domain *d, unsigned int vcpu, int reaches)
+{
+    d->vcpu[vcpu]->hx_no_upcall = !reaches;
+    evtchn_route_upcall_changed(d->vcpu[vcpu]);
+}
+
+int hx_vcpu_exists(struct domain *d, unsigned int vcpu)
+{
+    return vcpu < d->max_vcpus && d->vcpu[vcpu];
 }
 
 uint32_t *hx_word(struct domain *d, unsigned int port)

@@ -5,7 +5,7 @@
 
 use evroute_model::abi::{ControlBlock, EvtchnSetVcpuSet, Port, SharedEvents};
 use evroute_model::guest::Hypercalls;
-use evroute_model::hypervisor::{Kind, RunState};
+use evroute_model::hypervisor::{Kind, RunState, MAX_SETS_DEFAULT};
 use evroute_model::Policy;
 use std::ffi::{c_int, c_uint, c_void};
 use std::sync::atomic::AtomicU32;
@@ -16,8 +16,71 @@ struct RawDomain {
     _opaque: [u8; 0],
 }
 
+/// How a C domain is built.
+#[derive(Clone, Copy, Debug)]
+pub struct DomainConfig {
+    pub nr_vcpus: u32,
+    pub nr_ports: u32,
+    pub policy: Policy,
+    /// FIFO set up (`EVTCHNOP_init_control`); false: the 2-level ABI.
+    pub fifo: bool,
+    /// A 32-bit PV guest (its bitmap addresses: see [`XenDomain::g32_addr`]).
+    pub pv32: bool,
+    /// An HVM guest making its hypercalls in 32-bit mode.
+    pub compat_calls: bool,
+    /// vCPUs (of the first 64) that have not mapped their control block.
+    pub unmapped: u64,
+    /// A vCPU id with no `struct vcpu` (`d->vcpu[]` has a gap), or -1.
+    pub gap: i32,
+    /// `evtchn-route-max-sets=`.
+    pub max_sets: u32,
+}
+
+impl DomainConfig {
+    /// A FIFO domain, every vCPU online, running, its control block mapped.
+    pub fn new(nr_vcpus: u32, nr_ports: u32, policy: Policy) -> Self {
+        DomainConfig {
+            nr_vcpus,
+            nr_ports,
+            policy,
+            fifo: true,
+            pv32: false,
+            compat_calls: false,
+            unmapped: 0,
+            gap: -1,
+            max_sets: MAX_SETS_DEFAULT,
+        }
+    }
+}
+
+/// `struct hx_config` in c/harness.c.
+#[repr(C)]
+struct RawConfig {
+    nr_vcpus: c_uint,
+    nr_ports: c_uint,
+    policy: c_uint,
+    fifo: bool,
+    pv32: bool,
+    compat_calls: bool,
+    unmapped: u64,
+    gap: c_int,
+}
+
+/// `struct evtchn_route_inputs`: what the decision reads.
+#[repr(C)]
+pub struct RouteInputs {
+    pub set: *const u64,
+    pub running: *const u64,
+    pub blocked: *const u64,
+    pub heavy: *const u64,
+    pub receivable: *const u64,
+    pub nwords: c_uint,
+    pub bound: c_uint,
+    pub last: c_uint,
+}
+
 extern "C" {
-    fn hx_create(nr_vcpus: c_uint, nr_ports: c_uint, policy: c_uint, fifo: c_int) -> *mut RawDomain;
+    fn hx_create(c: *const RawConfig) -> *mut RawDomain;
     fn hx_destroy(d: *mut RawDomain);
     fn hx_alloc(d: *mut RawDomain, kind: c_uint, vcpu: c_uint) -> c_int;
     fn hx_close(d: *mut RawDomain, port: c_uint) -> c_int;
@@ -28,16 +91,36 @@ extern "C" {
     fn hx_bind_vcpu(d: *mut RawDomain, port: c_uint, vcpu: c_uint) -> c_int;
     fn hx_set_vcpu_set(d: *mut RawDomain, op: *mut EvtchnSetVcpuSet) -> c_int;
     fn hx_set_runstate(d: *mut RawDomain, vcpu: c_uint, runstate: c_int);
+    fn hx_init_control(d: *mut RawDomain, vcpu: c_uint) -> c_int;
+    fn hx_set_upcall(d: *mut RawDomain, vcpu: c_uint, reaches: c_int);
+    fn hx_vcpu_exists(d: *mut RawDomain, vcpu: c_uint) -> c_int;
+    fn hx_pause(d: *mut RawDomain, vcpu: c_uint);
+    fn hx_set_down(d: *mut RawDomain, vcpu: c_uint, down: c_int);
+    fn hx_bench_switches(d: *mut RawDomain, n: c_uint);
     fn hx_word(d: *mut RawDomain, port: c_uint) -> *mut u32;
     fn hx_control_block(d: *mut RawDomain, vcpu: c_uint) -> *mut c_void;
     fn hx_upcall(d: *mut RawDomain, vcpu: c_uint) -> *mut u32;
     fn hx_lastq(d: *mut RawDomain, port: c_uint) -> u32;
     fn hx_notify_vcpu(d: *mut RawDomain, port: c_uint) -> c_uint;
     fn hx_priority(d: *mut RawDomain, port: c_uint) -> c_uint;
+    fn hx_g32_page(which: c_uint, gaddr: *mut u64) -> *mut u8;
+    fn hx_route_pick(policy: c_uint, inputs: *const RouteInputs) -> c_uint;
+    fn hx_set_max_sets(n: c_uint);
+    // C longs, 64-bit on the x86-64 Linux the harness builds for.
+    static mut hx_copies_under_lock: u64;
+    static mut hx_xen_area_accesses: u64;
+    static mut hx_fail_alloc_in: c_uint;
+    static mut hx_warnings: u64;
+    static mut hx_live_allocs: i64;
 }
 
 /// The address the C side treats as an unreadable guest buffer (`HX_BAD_ADDR`).
 pub const BAD_ADDR: u64 = 0xbad0;
+/// Where the harness puts Xen's per-domain mappings of a 32-bit PV guest
+/// (L4 slot 4 on x86-64): below 2^47, so a native access check admits it.
+pub const XEN_AREA: u64 = 0x0000_0200_0000_0000;
+/// Where a 32-bit PV guest's addresses end (`HYPERVISOR_COMPAT_VIRT_START`).
+pub const COMPAT_VIRT_START: u64 = 0xF580_0000;
 
 /// `opt_evtchn_route` is one global in the C, as in Xen: one domain at a time.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -50,16 +133,55 @@ pub struct XenDomain {
     _global: MutexGuard<'static, ()>,
 }
 
+/// What the C counted while a domain was alive.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Guest copies made while a lock was held.
+    pub copies_under_lock: u64,
+    /// Copies that reached Xen's own mappings of a 32-bit PV guest.
+    pub xen_area_accesses: u64,
+    /// Warnings Xen printed (a dropped event, a port still on a queue...).
+    pub warnings: u64,
+    /// Allocations made since the domain was built and not freed.
+    pub live_allocs: i64,
+}
+
 impl XenDomain {
     /// A FIFO (or, `fifo == false`, 2-level) domain with every vCPU online
     /// and running, under boot option `policy`.
     pub fn new(nr_vcpus: u32, nr_ports: u32, policy: Policy, fifo: bool) -> Self {
+        Self::with(DomainConfig { fifo, ..DomainConfig::new(nr_vcpus, nr_ports, policy) })
+    }
+
+    pub fn with(cfg: DomainConfig) -> Self {
         let guard = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-        assert!((1..=1024).contains(&nr_vcpus) && (2..=1024).contains(&nr_ports));
-        // SAFETY: plain constructor; the sizes are within the harness's page pool.
-        let d = unsafe { hx_create(nr_vcpus, nr_ports, policy as c_uint, c_int::from(fifo)) };
+        assert!((1..=1024).contains(&cfg.nr_vcpus) && (2..=1024).contains(&cfg.nr_ports));
+        assert!(cfg.gap != 0, "vCPU 0 always exists");
+        let raw = RawConfig {
+            nr_vcpus: cfg.nr_vcpus,
+            nr_ports: cfg.nr_ports,
+            policy: cfg.policy as c_uint,
+            fifo: cfg.fifo,
+            pv32: cfg.pv32,
+            compat_calls: cfg.compat_calls,
+            unmapped: cfg.unmapped,
+            gap: cfg.gap,
+        };
+        // SAFETY: the counters are plain globals of the C, only touched while
+        // ONE_AT_A_TIME is held; the constructor reads the config and sizes
+        // its allocations from it (checked above).
+        let d = unsafe {
+            hx_copies_under_lock = 0;
+            hx_xen_area_accesses = 0;
+            hx_fail_alloc_in = 0;
+            hx_warnings = 0;
+            hx_set_max_sets(cfg.max_sets);
+            let d = hx_create(&raw);
+            hx_live_allocs = 0;
+            d
+        };
         assert!(!d.is_null());
-        XenDomain { d, nr_vcpus, nr_ports, _global: guard }
+        XenDomain { d, nr_vcpus: cfg.nr_vcpus, nr_ports: cfg.nr_ports, _global: guard }
     }
 
     pub fn nr_vcpus(&self) -> u32 {
@@ -116,12 +238,26 @@ impl XenDomain {
             Some(b) if b.len() >= need => b.as_mut_ptr() as u64,
             _ => BAD_ADDR,
         };
-        let mut op = EvtchnSetVcpuSet { port, flags, nr_bits, _pad: 0, bitmap: addr };
-        // SAFETY: `op` is a live repr(C) struct; the C reads or writes at most
-        // `need` bytes at `addr`, which is either BAD_ADDR (never
-        // dereferenced) or a buffer at least that long, borrowed for the call.
-        let rc = unsafe { hx_set_vcpu_set(self.d, &mut op) };
+        let mut op = EvtchnSetVcpuSet { port, flags, nr_bits, pad: 0, bitmap: addr };
+        // SAFETY: the C reads or writes at most `need` bytes at `addr`, which
+        // is either BAD_ADDR (never dereferenced) or a buffer at least that
+        // long, borrowed for the call.
+        let rc = unsafe { self.vcpu_set_op(&mut op) };
         (rc, op.nr_bits)
+    }
+
+    /// `EVTCHNOP_set_vcpu_set` with the caller's own argument, as a guest
+    /// passes it.
+    ///
+    /// # Safety
+    /// For a 64-bit domain `op.bitmap` is a pointer of this process: it must
+    /// be `BAD_ADDR`, 0, within [`XEN_AREA`]'s range, or valid for
+    /// `ceil(op.nr_bits / 8)` bytes. A 32-bit domain's addresses are its own
+    /// (see [`XenDomain::g32_page`]); any value is safe.
+    pub unsafe fn vcpu_set_op(&self, op: &mut EvtchnSetVcpuSet) -> i32 {
+        // SAFETY: self.d is live, `op` a live repr(C) struct; the address
+        // is the caller's promise.
+        unsafe { hx_set_vcpu_set(self.d, op) }
     }
 
     pub fn set_run_state(&self, vcpu: u32, s: RunState) {
@@ -132,9 +268,99 @@ impl XenDomain {
             RunState::Blocked => 2,
             RunState::Offline => 3,
         };
-        assert!(vcpu < self.nr_vcpus);
-        // SAFETY: self.d is live and vcpu is in range.
+        assert!(self.vcpu_exists(vcpu));
+        // SAFETY: self.d is live and the vCPU exists.
         unsafe { hx_set_runstate(self.d, vcpu, rs) }
+    }
+
+    /// `EVTCHNOP_init_control` from `vcpu` for itself: 0 or -errno.
+    pub fn init_control(&self, vcpu: u32) -> i32 {
+        assert!(self.vcpu_exists(vcpu));
+        // SAFETY: self.d is live and the vCPU exists.
+        unsafe { hx_init_control(self.d, vcpu) }
+    }
+
+    /// An HVM callback change: whether an upcall reaches `vcpu`.
+    pub fn set_upcall(&self, vcpu: u32, reaches: bool) {
+        assert!(self.vcpu_exists(vcpu));
+        // SAFETY: self.d is live and the vCPU exists.
+        unsafe { hx_set_upcall(self.d, vcpu, c_int::from(reaches)) }
+    }
+
+    /// `vcpu` is paused: descheduled (`RUNSTATE_offline`) but not down.
+    pub fn pause(&self, vcpu: u32) {
+        assert!(self.vcpu_exists(vcpu));
+        // SAFETY: self.d is live and the vCPU exists.
+        unsafe { hx_pause(self.d, vcpu) }
+    }
+
+    /// `_VPF_down` changes with no run-state change (an INIT IPI while the
+    /// vCPU is paused).
+    pub fn set_down(&self, vcpu: u32, down: bool) {
+        assert!(self.vcpu_exists(vcpu));
+        // SAFETY: self.d is live and the vCPU exists.
+        unsafe { hx_set_down(self.d, vcpu, c_int::from(down)) }
+    }
+
+    pub fn vcpu_exists(&self, vcpu: u32) -> bool {
+        // SAFETY: self.d is live; the C checks the range.
+        unsafe { hx_vcpu_exists(self.d, vcpu) != 0 }
+    }
+
+    /// `n` context switches through vcpu_runstate_change()'s hook (and as
+    /// many without it), for the benchmark.
+    pub fn bench_switches(&self, n: u32) {
+        assert!((0..self.nr_vcpus).all(|v| self.vcpu_exists(v)));
+        // SAFETY: self.d is live and every vCPU exists.
+        unsafe { hx_bench_switches(self.d, n) }
+    }
+
+    /// The next `n`-th allocation Xen makes fails (0: none).
+    pub fn fail_alloc_in(&self, n: u32) {
+        // SAFETY: a global of the C, touched only while this domain (and so
+        // ONE_AT_A_TIME) is held.
+        unsafe { hx_fail_alloc_in = n }
+    }
+
+    pub fn counters(&self) -> Counters {
+        // SAFETY: globals of the C, touched only under ONE_AT_A_TIME.
+        unsafe {
+            Counters {
+                copies_under_lock: hx_copies_under_lock,
+                xen_area_accesses: hx_xen_area_accesses,
+                warnings: hx_warnings,
+                live_allocs: hx_live_allocs,
+            }
+        }
+    }
+
+    /// A 32-bit PV guest's own pages: `which` 0 is a low one, 1 the last one
+    /// below [`COMPAT_VIRT_START`]. Their guest address.
+    pub fn g32_addr(&self, which: u32) -> u64 {
+        self.g32_page(which).0
+    }
+
+    /// Write `bytes` at `offset` of a 32-bit PV guest's page.
+    pub fn g32_write(&self, which: u32, offset: usize, bytes: &[u8]) {
+        let (_, page) = self.g32_page(which);
+        assert!(offset + bytes.len() <= 4096);
+        // SAFETY: within the 4 KiB page (checked), which only this domain
+        // (ONE_AT_A_TIME) uses while it lives.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), page.add(offset), bytes.len()) }
+    }
+
+    /// A copy of a 32-bit PV guest's page.
+    pub fn g32_read(&self, which: u32) -> Vec<u8> {
+        let (_, page) = self.g32_page(which);
+        // SAFETY: a live 4 KiB page of the C; copied out at once.
+        unsafe { std::slice::from_raw_parts(page, 4096).to_vec() }
+    }
+
+    fn g32_page(&self, which: u32) -> (u64, *mut u8) {
+        let mut gaddr = 0u64;
+        // SAFETY: the C returns one of two static pages and their address.
+        let page = unsafe { hx_g32_page(which, &mut gaddr) };
+        (gaddr, page)
     }
 
     /// `fifo_lastq` of `port` (raw, Xen's layout).
@@ -155,6 +381,26 @@ impl XenDomain {
         // SAFETY: self.d is live and the port is in range.
         unsafe { hx_priority(self.d, port) }
     }
+}
+
+/// The C decision (`evtchn_route_pick()`) on the same inputs as
+/// `evroute_model::route`; every mask must have as many words as the set.
+pub fn route_pick(policy: Policy, inp: &evroute_model::RouteInputs<'_, [u64], [u64]>) -> u32 {
+    let n = inp.set.len();
+    assert!([inp.running, inp.blocked, inp.heavy, inp.receivable].iter().all(|m| m.len() == n));
+    let raw = RouteInputs {
+        set: inp.set.as_ptr(),
+        running: inp.running.as_ptr(),
+        blocked: inp.blocked.as_ptr(),
+        heavy: inp.heavy.as_ptr(),
+        receivable: inp.receivable.as_ptr(),
+        nwords: n as c_uint,
+        bound: inp.bound,
+        last: inp.last,
+    };
+    // SAFETY: every pointer is valid for `n` words, borrowed for the call;
+    // the C reads nothing else.
+    unsafe { hx_route_pick(policy as c_uint, &raw) }
 }
 
 impl Drop for XenDomain {
@@ -184,7 +430,7 @@ impl SharedEvents for XenDomain {
     }
 
     fn upcall_pending(&self, vcpu: u32) -> &AtomicU32 {
-        assert!(vcpu < self.nr_vcpus);
+        assert!(self.vcpu_exists(vcpu), "vCPU {vcpu} does not exist");
         // SAFETY: a field of the live vCPU, accessed only atomically.
         unsafe { AtomicU32::from_ptr(hx_upcall(self.d, vcpu)) }
     }

@@ -1,11 +1,14 @@
 //! One configuration of the set-pending benchmark, run under callgrind by
-//! `cargo xtask bench-xen`, which counts instructions in `hx_bench_send`.
+//! `cargo xtask bench-xen`, which counts instructions in `hx_bench_send`
+//! (set-pending) or `hx_bench_runstate` (vcpu_runstate_change()'s hook).
 //!
-//! Usage: set-pending-bench <unpatched|off|running|balanced> <vcpus> <stay|move> <iterations>
+//! Usage: set-pending-bench <unpatched|off|running|balanced> <vcpus> <stay|move|switch|switch-set> <iterations>
 //!
 //! `stay`: the event's last vCPU keeps running (the common case). `move`:
 //! the running vCPU alternates, so every raise changes queue (the worst
 //! case: a search of the set, both queue locks, tail invalidation).
+//! `switch`: context switches of a domain that gave no channel a set;
+//! `switch-set`: of one that did.
 
 use evroute_model::abi::{SharedEvents, LINKED, LINK_MASK, MAX_QUEUES, PENDING};
 use evroute_model::hypervisor::{Kind, LastQ, RunState};
@@ -19,7 +22,7 @@ fn main() -> ExitCode {
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("set-pending-bench: {e}\nusage: set-pending-bench <unpatched|off|running|balanced> <vcpus> <stay|move> <iterations>");
+            eprintln!("set-pending-bench: {e}\nusage: set-pending-bench <unpatched|off|running|balanced> <vcpus> <stay|move|switch|switch-set> <iterations>");
             ExitCode::FAILURE
         }
     }
@@ -34,9 +37,9 @@ fn run(args: &[String]) -> Result<(), String> {
     };
     let n: u32 = vcpus.parse().map_err(|e| format!("vcpus '{vcpus}': {e}"))?;
     let moving = match scenario.as_str() {
-        "stay" => false,
+        "stay" | "switch" | "switch-set" => false,
         "move" => true,
-        s => return Err(format!("scenario '{s}': stay or move")),
+        s => return Err(format!("scenario '{s}': stay, move, switch or switch-set")),
     };
     let iters: u32 = iters.parse().map_err(|e| format!("iterations '{iters}': {e}"))?;
     if !(2..=1024).contains(&n) {
@@ -45,12 +48,20 @@ fn run(args: &[String]) -> Result<(), String> {
 
     let d = XenDomain::new(n, 64, policy, true);
     let port = d.alloc(Kind::Interdomain, 0).map_err(|e| format!("alloc: {e}"))?;
+    if scenario == "switch" {
+        d.bench_switches(iters);
+        return Ok(());
+    }
     if policy != Policy::Bound {
         let mut all = vec![0xffu8; n.div_ceil(8) as usize];
         let (rc, _) = d.set_vcpu_set(port, 0, n, Some(&mut all));
         if rc != 0 {
             return Err(format!("set_vcpu_set: {rc}"));
         }
+    }
+    if scenario == "switch-set" {
+        d.bench_switches(iters);
+        return Ok(());
     }
     for v in 0..n {
         d.set_run_state(v, RunState::Runnable);
