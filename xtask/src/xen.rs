@@ -25,9 +25,11 @@ pub struct Args {
     pub prepare: bool,
 }
 
-/// The patched tree, ready for the harness or a build.
+/// A Debian Xen tree, patched with the series or not, ready for the
+/// harness or a build.
 pub struct Tree {
     pub src: PathBuf,
+    pub patched: bool,
 }
 
 pub fn main(args: &Args) -> Result<(), String> {
@@ -87,7 +89,7 @@ pub fn prepare(steps: &mut Steps) -> Result<Tree, String> {
     let done = tree.join(".evroute-patched");
     if done.exists() {
         eprintln!("==> patched source (cached): {}", src.display());
-        return Ok(Tree { src });
+        return Ok(Tree { src, patched: true });
     }
     let _ = fs::remove_dir_all(&tree);
     fs::create_dir_all(&tree).map_err(|e| e.to_string())?;
@@ -101,7 +103,7 @@ pub fn prepare(steps: &mut Steps) -> Result<Tree, String> {
         steps.run(&format!("apply {name}"), apply)?;
     }
     fs::write(&done, key).map_err(|e| e.to_string())?;
-    Ok(Tree { src })
+    Ok(Tree { src, patched: true })
 }
 
 /// The same Debian source without the series (the benchmark's baseline).
@@ -136,13 +138,14 @@ pub fn prepare_for_harness(steps: &mut Steps) -> Result<Tree, String> {
     Ok(tree)
 }
 
+/// On top of defconfig: 32-bit PV guests (so the compat paths are built and
+/// checked), and routing compiled in (the unpatched tree has no such option;
+/// Kconfig drops it there).
+const CONFIG: [&str; 2] = ["CONFIG_PV32=y", "CONFIG_EVTCHN_ROUTE=y"];
+
 pub fn build(steps: &mut Steps, tree: &Tree) -> Result<(), String> {
     let xen = tree.src.join("xen");
-    if !xen.join(".config").exists() {
-        let mut cfg = Command::new("make");
-        cfg.arg("-C").arg(&xen).arg("defconfig");
-        steps.run("configure Xen (defconfig)", cfg)?;
-    }
+    configure(steps, &xen, tree.patched)?;
     let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
     let mut make = Command::new("make");
     make.arg("-C").arg(&xen).arg(format!("-j{jobs}")).arg("-s");
@@ -152,6 +155,35 @@ pub fn build(steps: &mut Steps, tree: &Tree) -> Result<(), String> {
         return Err(format!("the build finished but {} is missing", image.display()));
     }
     Ok(())
+}
+
+/// defconfig plus [`CONFIG`], once per tree (a marker file records it).
+fn configure(steps: &mut Steps, xen: &Path, patched: bool) -> Result<(), String> {
+    let want: Vec<&str> = CONFIG.iter().copied().filter(|c| patched || !c.contains("EVTCHN_ROUTE")).collect();
+    let marker = xen.join(".evroute-config");
+    if fs::read_to_string(&marker).ok().as_deref() == Some(want.join("\n").as_str()) && xen.join(".config").exists() {
+        return Ok(());
+    }
+    let mut def = Command::new("make");
+    def.arg("-C").arg(xen).arg("defconfig");
+    steps.run("configure Xen (defconfig)", def)?;
+    let config = xen.join(".config");
+    let mut text = fs::read_to_string(&config).map_err(|e| format!("{}: {e}", config.display()))?;
+    for c in &want {
+        text.push_str(c);
+        text.push('\n');
+    }
+    fs::write(&config, text).map_err(|e| format!("{}: {e}", config.display()))?;
+    let mut old = Command::new("make");
+    old.arg("-C").arg(xen).arg("olddefconfig");
+    steps.run(&format!("configure Xen ({})", want.join(" ")), old)?;
+    let got = fs::read_to_string(&config).map_err(|e| format!("{}: {e}", config.display()))?;
+    for c in &want {
+        if !got.lines().any(|l| l == *c) {
+            return Err(format!("{} lost {c} after olddefconfig (a dependency missing?)", config.display()));
+        }
+    }
+    fs::write(&marker, want.join("\n")).map_err(|e| format!("{}: {e}", marker.display()))
 }
 
 /// flex and bison for Xen's build, dpkg-source to unpack, patch to apply.
