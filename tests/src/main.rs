@@ -5,6 +5,7 @@
 
 mod xen;
 
+use evroute_model::abi::EvtchnSetVcpuSet;
 use evroute_model::fairness::jain;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -184,23 +185,29 @@ fn bad_input(pc: &Privcmd) -> bool {
     let byte = |b: u8| Box::leak(Box::new([b; 1024])).as_ptr() as u64;
     let (ones, zeros, all, high) = (byte(0x1), byte(0x0), byte(0xff), byte(0xf0));
     let p = pair.rx_port;
-    let cases: Vec<(&str, u32, u32, u32, u64, i32)> = vec![
-        ("port 0 (reserved)", 0, 0, 8, ones, EINVAL),
-        ("port beyond the table", 1 << 20, 0, 8, ones, EINVAL),
-        ("free port", freed, 0, 8, ones, EINVAL),
-        ("IPI channel", ipi, 0, 8, ones, EINVAL),
-        ("per-vCPU VIRQ channel", virq, 0, 8, ones, EINVAL),
-        ("unknown flag", p, 0x2, 8, ones, EINVAL),
-        ("nr_bits 0", p, 0, 0, ones, EINVAL),
-        ("nr_bits 8193", p, 0, 8193, ones, EINVAL),
-        ("bit beyond the vCPUs", p, 0, 16, all, EINVAL),
-        ("empty set", p, 0, 8, zeros, EINVAL),
-        ("unreadable bitmap", p, 0, 8, 0x1, EFAULT),
-        ("unwritable bitmap (get)", p, 1, 8, 0x1, EFAULT),
+    // Xen's own mappings in a 64-bit PV guest's view (the direct map).
+    let xen = 0xffff_8300_0000_0000u64;
+    let cases: Vec<(&str, u32, u32, u32, u32, u64, i32)> = vec![
+        ("port 0 (reserved)", 0, 0, 8, 0, ones, EINVAL),
+        ("port beyond the table", 1 << 20, 0, 8, 0, ones, EINVAL),
+        ("free port", freed, 0, 8, 0, ones, EINVAL),
+        ("IPI channel", ipi, 0, 8, 0, ones, EINVAL),
+        ("per-vCPU VIRQ channel", virq, 0, 8, 0, ones, EINVAL),
+        ("unknown flag", p, 0x2, 8, 0, ones, EINVAL),
+        ("pad not zero", p, 0, 8, 1, ones, EINVAL),
+        ("nr_bits 0", p, 0, 0, 0, ones, EINVAL),
+        ("nr_bits 8193", p, 0, 8193, 0, ones, EINVAL),
+        ("bit beyond the vCPUs", p, 0, 16, 0, all, EINVAL),
+        ("empty set", p, 0, 8, 0, zeros, EINVAL),
+        ("unreadable bitmap", p, 0, 8, 0, 0x1, EFAULT),
+        ("unwritable bitmap (get)", p, 1, 8, 0, 0x1, EFAULT),
+        ("bitmap in Xen's range", p, 0, 8, 0, xen, EFAULT),
+        ("bitmap in Xen's range (get)", p, 1, 8, 0, xen, EFAULT),
     ];
     let mut ok = true;
-    for (what, port, flags, nr_bits, addr, want) in &cases {
-        let got = pc.set_vcpu_set_raw(*port, *flags, *nr_bits, *addr);
+    for (what, port, flags, nr_bits, pad, addr, want) in &cases {
+        let mut op = EvtchnSetVcpuSet { port: *port, flags: *flags, nr_bits: *nr_bits, pad: *pad, bitmap: *addr };
+        let got = pc.vcpu_set_op(&mut op);
         if got != Err(*want) {
             ok = false;
             println!("EVROUTE-DETAIL bad-input {what}: got {got:?}, want Err({want})");
@@ -219,14 +226,16 @@ fn bad_input(pc: &Privcmd) -> bool {
     let mut accepted = 0;
     for _ in 0..10_000 {
         let r = next();
-        let (port, flags, nr_bits, addr) = match r % 5 {
-            0 => ((r >> 8) as u32 | 1 << 20, 0, 8, ones),
-            1 => (p, ((r >> 8) as u32) | 0x2, 8, ones),
-            2 => (p, 0, 8193 + (r >> 40) as u32 % 100_000, ones),
-            3 => (p, 0, 8, 0x1000 + (r >> 20) % 0x1000),
-            _ => (p, 0, 16, high),
+        let (port, flags, nr_bits, pad, addr) = match r % 6 {
+            0 => ((r >> 8) as u32 | 1 << 20, 0, 8, 0, ones),
+            1 => (p, ((r >> 8) as u32) | 0x2, 8, 0, ones),
+            2 => (p, 0, 8193 + (r >> 40) as u32 % 100_000, 0, ones),
+            3 => (p, 0, 8, 0, 0x1000 + (r >> 20) % 0x1000),
+            4 => (p, 0, 8, (r >> 32) as u32 | 1, ones),
+            _ => (p, 0, 16, 0, high),
         };
-        if pc.set_vcpu_set_raw(port, flags, nr_bits, addr).is_ok() {
+        let mut op = EvtchnSetVcpuSet { port, flags, nr_bits, pad, bitmap: addr };
+        if pc.vcpu_set_op(&mut op).is_ok() {
             accepted += 1;
         }
     }

@@ -58,8 +58,13 @@ impl Privcmd {
     /// `EVTCHNOP_set_vcpu_set` with a raw bitmap address (so tests can pass
     /// bad ones). Returns `nr_bits` as written back (GET) or the errno.
     pub fn set_vcpu_set_raw(&self, port: u32, flags: u32, nr_bits: u32, addr: u64) -> Result<u32, i32> {
-        let mut op = evroute_model::abi::EvtchnSetVcpuSet { port, flags, nr_bits, _pad: 0, bitmap: addr };
-        self.evtchn_op(evroute_model::abi::EVTCHNOP_SET_VCPU_SET, &mut op).map(|()| op.nr_bits)
+        let mut op = evroute_model::abi::EvtchnSetVcpuSet { port, flags, nr_bits, pad: 0, bitmap: addr };
+        self.vcpu_set_op(&mut op)
+    }
+
+    /// `EVTCHNOP_set_vcpu_set` with every field the caller's.
+    pub fn vcpu_set_op(&self, op: &mut evroute_model::abi::EvtchnSetVcpuSet) -> Result<u32, i32> {
+        self.evtchn_op(evroute_model::abi::EVTCHNOP_SET_VCPU_SET, op).map(|()| op.nr_bits)
     }
 
     pub fn set_vcpu_set(&self, port: u32, vcpus: u64) -> Result<(), i32> {
