@@ -94,6 +94,14 @@ pub const SEEDED_C: &[SeededC] = &[
         case: "a_failed_allocation_changes_nothing",
     },
     SeededC {
+        name: "vmalloc-freed-with-xfree",
+        about: "a failed first set frees the vmalloc'ed routing state with xfree()",
+        file: "route",
+        edits: &[("    route_domain_free(rd);\n    xfree(ext);", "    xfree(rd);\n    xfree(ext);")],
+        test: "hostile",
+        case: "a_failed_first_set_frees_what_it_allocated",
+    },
+    SeededC {
         name: "route-ignores-receivable",
         about: "routing may pick a vCPU that cannot take the event",
         file: "route",

@@ -156,8 +156,11 @@ static inline size_t hx_array_size(size_t n, size_t size)
     ((t *)hx_xalloc(sizeof(t) + (n) * sizeof(((t *)0)->fld[0]), true))
 void hx_xfree(void *p);
 #define xfree(p) hx_xfree(p)
-#define vzalloc(size) hx_xalloc(size, true)
-#define vfree(p) hx_xfree(p)
+/* vmalloc'ed memory: tracked apart, so xfree() of it is caught. */
+void *hx_valloc(size_t size);
+void hx_vfree(void *p);
+#define vzalloc(size) hx_valloc(size)
+#define vfree(p) hx_vfree(p)
 
 /* Xen's structures, as far as the two files use them. */
 #define ECS_FREE         0

@@ -43,16 +43,56 @@ void *hx_xalloc(size_t size, bool zero)
     return p;
 }
 
+/* Live vzalloc() blocks, and frees that gave one back the wrong way. */
+#define HX_VBLOCKS 64
+static void *hx_vblocks[HX_VBLOCKS];
+unsigned long hx_wrong_frees;
+
+static bool hx_vforget(void *p)
+{
+    for ( unsigned int i = 0; i < HX_VBLOCKS; i++ )
+        if ( p && hx_vblocks[i] == p )
+        {
+            hx_vblocks[i] = NULL;
+            return true;
+        }
+    return false;
+}
+
+void *hx_valloc(size_t size)
+{
+    void *p = hx_xalloc(size, true);
+
+    for ( unsigned int i = 0; p && i < HX_VBLOCKS; i++ )
+        if ( !hx_vblocks[i] )
+        {
+            hx_vblocks[i] = p;
+            return p;
+        }
+    assert(!p);
+    return NULL;
+}
+
+void hx_vfree(void *p)
+{
+    if ( p && !hx_vforget(p) )
+        hx_wrong_frees++; /* not from vzalloc() */
+    hx_live_allocs -= !!p;
+    free(p);
+}
+
 void hx_xfree(void *p)
 {
+    if ( hx_vforget(p) )
+        hx_wrong_frees++; /* from vzalloc(): Xen's xfree() would corrupt */
     hx_live_allocs -= !!p;
     free(p);
 }
 
 /*
  * Guest address spaces.  A 64-bit guest's address is a pointer of this
- * process (0 and HX_BAD_ADDR fault).  A 32-bit PV guest has two pages of
- * its own: one low, one just below the compat area; other addresses below
+ * process (0 and HX_BAD_ADDR fault).  A 32-bit caller (PV, or HVM calling
+ * in 32-bit mode) has two pages of its own: one low, one just below the compat area; other addresses below
  * 4GiB are unmapped; [HX_COMPAT_VIRT_START, 4GiB) and [HX_XEN_AREA_START,
  * HX_XEN_AREA_END) stand for Xen's own mappings for such a guest (its
  * compat area; its per-domain area, L4 slot 4 on x86-64), which Xen's
@@ -90,11 +130,11 @@ static uint8_t *hx_guest_range(unsigned long gaddr, size_t n)
         hx_xen_area_accesses++;
         return hx_xen_area;
     }
-    if ( !d->hx_pv32 )
+    if ( !d->hx_pv32 && !d->hx_compat_calls )
         return gaddr && gaddr != HX_BAD_ADDR ? (uint8_t *)gaddr : NULL;
-    /* From the compat area up to 4GiB: Xen's mappings (the compat M2P). */
-    if ( gaddr + n > HX_COMPAT_VIRT_START && gaddr < (1UL << 32) &&
-         n <= sizeof(hx_xen_area) )
+    /* A 32-bit PV guest's compat area up to 4GiB: Xen's (the compat M2P). */
+    if ( d->hx_pv32 && gaddr + n > HX_COMPAT_VIRT_START &&
+         gaddr < (1UL << 32) && n <= sizeof(hx_xen_area) )
     {
         hx_xen_area_accesses++;
         return hx_xen_area;

@@ -112,6 +112,7 @@ extern "C" {
     static mut hx_fail_alloc_in: c_uint;
     static mut hx_warnings: u64;
     static mut hx_live_allocs: i64;
+    static mut hx_wrong_frees: u64;
 }
 
 /// The address the C side treats as an unreadable guest buffer (`HX_BAD_ADDR`).
@@ -144,6 +145,8 @@ pub struct Counters {
     pub warnings: u64,
     /// Allocations made since the domain was built and not freed.
     pub live_allocs: i64,
+    /// Blocks given back to the other allocator's free (vzalloc / xfree).
+    pub wrong_frees: u64,
 }
 
 impl XenDomain {
@@ -175,6 +178,7 @@ impl XenDomain {
             hx_xen_area_accesses = 0;
             hx_fail_alloc_in = 0;
             hx_warnings = 0;
+            hx_wrong_frees = 0;
             hx_set_max_sets(cfg.max_sets);
             let d = hx_create(&raw);
             hx_live_allocs = 0;
@@ -330,6 +334,7 @@ impl XenDomain {
                 xen_area_accesses: hx_xen_area_accesses,
                 warnings: hx_warnings,
                 live_allocs: hx_live_allocs,
+                wrong_frees: hx_wrong_frees,
             }
         }
     }

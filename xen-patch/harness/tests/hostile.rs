@@ -66,6 +66,7 @@ fn pv32_bitmap_outside_the_guest_is_refused_before_any_copy() {
         COMPAT_VIRT_START,
         COMPAT_VIRT_START - 1, // two bytes straddle the compat area
         u64::MAX - 1,
+        u64::MAX - 100, // the range wraps past 2^64
     ];
     for addr in bad {
         for flags in [0, EVTCHN_VCPU_SET_GET] {
@@ -98,11 +99,11 @@ fn pv32_bitmap_outside_the_guest_is_refused_before_any_copy() {
 fn compat_caller_bitmap_above_4gib_is_refused_before_any_copy() {
     let x = XenDomain::with(DomainConfig { compat_calls: true, ..DomainConfig::new(4, 16, Policy::PreferRunning) });
     let p = x.alloc(Kind::Interdomain, 0).unwrap();
-    for addr in [XEN_AREA, XEN_AREA + 0x800, 1 << 32, (1 << 32) - 1] {
+    for addr in [XEN_AREA, XEN_AREA + 0x800, 1 << 32, (1 << 32) - 1, u64::MAX - 100] {
         for flags in [0, EVTCHN_VCPU_SET_GET] {
             let mut op = EvtchnSetVcpuSet { port: p, flags, nr_bits: 16, pad: 0, bitmap: addr };
-            // SAFETY: addresses in XEN_AREA's range or unmapped ones are
-            // never dereferenced by the harness (hx_guest_range).
+            // SAFETY: a 32-bit caller's addresses are its own (two pages and
+            // Xen's areas, hx_guest_range()); any value is safe.
             let rc = unsafe { x.vcpu_set_op(&mut op) };
             assert_eq!(rc, EFAULT, "address {addr:#x}, flags {flags}");
         }
@@ -235,6 +236,21 @@ fn a_set_needs_a_vcpu_that_can_take_events() {
     x.set_upcall(4, true);
     assert_eq!(set(&x, p, &[1, 2, 3, 4]), 0);
     assert_eq!(x.notify_vcpu(p), 4, "the first vCPU of the set that can take events");
+}
+
+/// A domain's first set allocates its routing state; if the call fails
+/// after that (no vCPU of the set can take events), the state goes back
+/// to the allocator it came from, whole.
+#[test]
+fn a_failed_first_set_frees_what_it_allocated() {
+    for n in [4, 70] {
+        let x = XenDomain::with(DomainConfig { unmapped: 0b0010, ..DomainConfig::new(n, 16, Policy::PreferRunning) });
+        let p = x.alloc(Kind::Interdomain, 0).unwrap();
+        assert_eq!(set(&x, p, &[1]), EINVAL);
+        let c = x.counters();
+        assert_eq!(c.wrong_frees, 0, "{n} vCPUs: vmalloc'ed state given to xfree()");
+        assert_eq!(c.live_allocs, 0, "{n} vCPUs: leaked");
+    }
 }
 
 /// Domains of up to 64 vCPUs keep a set inside the channel: sets cost no
