@@ -42,7 +42,10 @@ pub const SEEDED_C: &[SeededC] = &[
         name: "compat-caller-unchecked",
         about: "an HVM guest calling in 32-bit mode may name a bitmap above 4GiB",
         file: "route",
-        edits: &[("    if ( current->hcall_compat && addr + len > (1ULL << 32) )", "    if ( false )")],
+        edits: &[(
+            "    if ( current->hcall_compat &&\n         (addr >= (1ULL << 32) || len > (1ULL << 32) - addr) )",
+            "    if ( false )",
+        )],
         test: "hostile",
         case: "compat_caller_bitmap_above_4gib_is_refused_before_any_copy",
     },
