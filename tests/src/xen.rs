@@ -112,7 +112,82 @@ impl Privcmd {
         let mut op = xs::evtchn_close { port };
         self.evtchn_op(xs::EVTCHNOP_close, &mut op)
     }
+
+    /// `HYPERVISOR_sysctl` with `body` as the start of the union, copied
+    /// back after the call (OUT fields). Xen refuses a sysctl
+    /// whose interface version is not its own (-EACCES), which changes
+    /// between releases (0x15 in 4.17, 0x16 in 4.20): try 4.17's first,
+    /// then the neighbours, and remember the one that answers.
+    fn sysctl(&self, cmd: u32, body: &mut [u8]) -> Result<(), i32> {
+        use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+        static VERSION: AtomicU32 = AtomicU32::new(0);
+        const EACCES: i32 = 13;
+        let known = VERSION.load(Relaxed);
+        let tries: Vec<u32> = if known != 0 {
+            vec![known]
+        } else {
+            [0x15].into_iter().chain((0x10..0x20).filter(|v| *v != 0x15)).collect()
+        };
+        for version in tries {
+            let mut op = Sysctl { cmd, interface_version: version, u: [0; 128] };
+            op.u[..body.len()].copy_from_slice(body);
+            let mut h =
+                Hypercall { op: u64::from(xs::__HYPERVISOR_sysctl), arg: [&mut op as *mut Sysctl as u64, 0, 0, 0, 0] };
+            // SAFETY: `h` is a live privcmd_hypercall and `op` a live struct
+            // xen_sysctl; the buffers `body` names are the caller's, live.
+            let r = unsafe { libc::ioctl(self.0.as_raw_fd(), IOCTL_PRIVCMD_HYPERCALL, &mut h) };
+            let err = if r < 0 { last_errno() } else { 0 };
+            if err != EACCES {
+                VERSION.store(version, Relaxed);
+                body.copy_from_slice(&op.u[..body.len()]);
+                return if err == 0 { Ok(()) } else { Err(err) };
+            }
+        }
+        Err(EACCES)
+    }
+
+    /// Press debug keys on Xen's console (`XEN_SYSCTL_debug_keys`).
+    pub fn debug_keys(&self, keys: &str) -> Result<(), i32> {
+        let mut body = [0u8; 12];
+        body[..8].copy_from_slice(&(keys.as_ptr() as u64).to_ne_bytes());
+        body[8..].copy_from_slice(&(keys.len() as u32).to_ne_bytes());
+        self.sysctl(XEN_SYSCTL_DEBUG_KEYS, &mut body)
+    }
+
+    /// What Xen's console ring holds from `index` on; advances `index`
+    /// (`XEN_SYSCTL_readconsole`, incremental).
+    pub fn read_console(&self, index: &mut u32) -> Result<String, i32> {
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            // clear=0, incremental=1, pad, index, buffer, count.
+            let mut body = [0u8; 20];
+            body[1] = 1;
+            body[4..8].copy_from_slice(&index.to_ne_bytes());
+            body[8..16].copy_from_slice(&(buf.as_mut_ptr() as u64).to_ne_bytes());
+            body[16..20].copy_from_slice(&(buf.len() as u32).to_ne_bytes());
+            self.sysctl(XEN_SYSCTL_READCONSOLE, &mut body)?;
+            *index = u32::from_ne_bytes([body[4], body[5], body[6], body[7]]);
+            let n = u32::from_ne_bytes([body[16], body[17], body[18], body[19]]) as usize;
+            out.extend_from_slice(&buf[..n.min(buf.len())]);
+            if n < buf.len() {
+                return Ok(String::from_utf8_lossy(&out).into_owned());
+            }
+        }
+    }
 }
+
+/// `struct xen_sysctl` (xen/include/public/sysctl.h): command, interface
+/// version, then a union padded to 128 bytes and 8-aligned.
+#[repr(C, align(8))]
+struct Sysctl {
+    cmd: u32,
+    interface_version: u32,
+    u: [u8; 128],
+}
+
+const XEN_SYSCTL_READCONSOLE: u32 = 1;
+const XEN_SYSCTL_DEBUG_KEYS: u32 = 7;
 
 /// One open of `/dev/xen/evtchn`. Linux names its interrupts
 /// `evtchn:<comm at open>`, so each is opened under its own thread name to
@@ -181,16 +256,10 @@ impl Evtchn {
     }
 }
 
-/// Per-CPU counts of the interrupt named `evtchn:<name>` in /proc/interrupts.
+/// Per-CPU counts of the interrupt named `evtchn:<name>` in /proc/interrupts
+/// (an offline CPU as 0).
 pub fn irq_counts(name: &str) -> io::Result<Vec<u64>> {
-    let text = std::fs::read_to_string("/proc/interrupts")?;
-    let ncpu = text.lines().next().map_or(0, |h| h.split_whitespace().count());
-    let want = format!("evtchn:{name}");
-    let line = text
-        .lines()
-        .find(|l| l.split_whitespace().last() == Some(want.as_str()))
-        .ok_or_else(|| io::Error::other(format!("{want} not in /proc/interrupts")))?;
-    Ok(line.split_whitespace().skip(1).take(ncpu).map(|c| c.parse().unwrap_or(0)).collect())
+    crate::linux::irq_row(&format!("evtchn:{name}")).map(|r| r.dense())
 }
 
 /// Pin the calling thread to one CPU.

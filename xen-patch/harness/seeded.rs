@@ -166,4 +166,20 @@ pub const SEEDED_C: &[SeededC] = &[
         test: "differential",
         case: "set_vcpu_set_is_refused_without_fifo_or_with_routing_off",
     },
+    SeededC {
+        name: "counts-kept-on-free",
+        about: "a freed channel keeps its per-channel routing counts",
+        file: "route",
+        edits: &[("        atomic_set(&chn->routed[i], 0);", "        ;")],
+        test: "hostile",
+        case: "per_channel_counts_follow_the_vcpu_each_event_was_queued_for",
+    },
+    SeededC {
+        name: "count-the-bound-vcpu",
+        about: "a routed event is counted against the bound vCPU, not the one chosen",
+        file: "fifo",
+        edits: &[("    evtchn_route_count(evtchn, pick);", "    evtchn_route_count(evtchn, v);")],
+        test: "hostile",
+        case: "per_channel_counts_follow_the_vcpu_each_event_was_queued_for",
+    },
 ];

@@ -1,8 +1,13 @@
 //! `cargo xtask e2e`: boot the patched Xen (and Debian's unpatched one, to
-//! compare) under QEMU in software emulation with Debian's Linux as a
-//! 4-vCPU dom0 on 2 emulated CPUs, run `evroute-e2e` as dom0's init once per
-//! `evtchn-route=` mode, and summarise. Serial logs stay in target/e2e/.
+//! compare) under QEMU in software emulation with a 4-vCPU Linux dom0 on 2
+//! emulated CPUs, run `evroute-e2e` as dom0's init once per boot, and
+//! summarise. Serial logs stay in target/e2e/.
+//!
+//! Two dom0 kernels: Debian's, which knows nothing of vCPU sets (the tool
+//! drives the hypercall itself), and the patched one `cargo xtask linux`
+//! builds (Linux's own affinity becomes the set), booted with a virtio disk.
 
+use crate::linux;
 use crate::run::Steps;
 use crate::xen;
 use std::collections::BTreeMap;
@@ -11,10 +16,44 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-/// (label, which is also the tool's mode; the patched Xen, booted with
-/// `evtchn-route=<label>`, or Debian's)
-const BOOTS: [(&str, bool); 4] = [("unpatched", false), ("off", true), ("running", true), ("balanced", true)];
+/// Which hypervisor and which dom0 kernel a boot uses.
+#[derive(Clone, Copy, PartialEq)]
+enum Image {
+    Debian,
+    Patched,
+}
+
+/// One boot: `label` is also the tool's mode.
+struct BootSpec {
+    label: &'static str,
+    xen: Image,
+    kernel: Image,
+    /// `evtchn-route=` (patched Xen only).
+    route: Option<&'static str>,
+    xen_extra: &'static str,
+    dom0_extra: &'static str,
+}
+
+const fn boot_spec(label: &'static str, xen: Image, kernel: Image, route: Option<&'static str>) -> BootSpec {
+    BootSpec { label, xen, kernel, route, xen_extra: "", dom0_extra: "" }
+}
+
+use Image::{Debian, Patched};
+const BOOTS: [BootSpec; 10] = [
+    boot_spec("unpatched", Debian, Debian, None),
+    boot_spec("off", Patched, Debian, Some("off")),
+    boot_spec("running", Patched, Debian, Some("running")),
+    boot_spec("balanced", Patched, Debian, Some("balanced")),
+    BootSpec { xen_extra: "sched=credit2", ..boot_spec("guest-credit2", Patched, Patched, Some("running")) },
+    BootSpec { xen_extra: "sched=credit", ..boot_spec("guest-credit1", Patched, Patched, Some("running")) },
+    boot_spec("compat-unpatched", Debian, Patched, None),
+    boot_spec("compat-off", Patched, Patched, Some("off")),
+    BootSpec { dom0_extra: "xen.fifo_events=0", ..boot_spec("compat-fifo0", Patched, Patched, Some("running")) },
+    BootSpec { dom0_extra: "xen.evtchn_sets=0", ..boot_spec("compat-sets0", Patched, Patched, Some("running")) },
+];
 const BOOT_TIMEOUT_SECS: &str = "300";
+/// The emulated disk of the patched-kernel boots (random data, host-cached).
+const DISK_MIB: u64 = 64;
 /// What Xen prints when it drops an event: Xen 4.17's FIFO bailout after
 /// three queue changes, and a set-pending on a vCPU without a control block.
 const DROPPED_EVENT_WARNINGS: [&str; 2] =
@@ -28,49 +67,55 @@ pub struct Args {
     /// not.
     #[arg(long, value_name = "PATH")]
     pub xen: Option<PathBuf>,
-    /// Boots to run (unpatched, off, running, balanced); all by default, all
-    /// but unpatched with --xen.
+    /// Boots to run (unpatched, off, running, balanced, guest-credit2,
+    /// guest-credit1, compat-unpatched, compat-off, compat-fifo0,
+    /// compat-sets0); all by default, those of the patched Xen with --xen.
     #[arg(long, value_delimiter = ',', value_name = "BOOT")]
     pub boots: Vec<String>,
 }
 
 pub fn main(args: &Args) -> Result<(), String> {
     let mut steps = Steps::default();
-    let boots: Vec<(&str, bool)> = BOOTS
-        .into_iter()
-        .filter(|(label, patched)| {
+    if let Some(bad) = args.boots.iter().find(|b| !BOOTS.iter().any(|s| s.label == b.as_str())) {
+        let known: Vec<&str> = BOOTS.iter().map(|s| s.label).collect();
+        return Err(format!("--boots: no boot '{bad}'; known: {}", known.join(", ")));
+    }
+    let boots: Vec<&BootSpec> = BOOTS
+        .iter()
+        .filter(|b| {
             if args.boots.is_empty() {
-                *patched || args.xen.is_none()
+                b.xen == Patched || args.xen.is_none()
             } else {
-                args.boots.iter().any(|b| b == label)
+                args.boots.iter().any(|l| l == b.label)
             }
         })
         .collect();
-    if let Some(bad) = args.boots.iter().find(|b| !BOOTS.iter().any(|(l, _)| l == b)) {
-        let known: Vec<&str> = BOOTS.iter().map(|(l, _)| *l).collect();
-        return Err(format!("--boots: no boot '{bad}'; known: {}", known.join(", ")));
-    }
-    if args.xen.is_some() && boots.iter().any(|(_, patched)| !patched) {
-        return Err("--xen boots a patched image: 'unpatched' needs Debian's tree (drop --xen)".into());
+    if args.xen.is_some() && boots.iter().any(|b| b.xen == Debian) {
+        return Err(
+            "--xen boots a patched image: 'unpatched' and 'compat-unpatched' need Debian's tree (drop --xen)".into()
+        );
     }
     if let Some(x) = &args.xen {
         if !x.is_file() {
             return Err(format!("--xen {}: no such file", x.display()));
         }
     }
+    let want_debian_kernel = boots.iter().any(|b| b.kernel == Debian);
     let mut pkgs: Vec<&str> =
         [("qemu-system-x86_64", "qemu-system-x86"), ("busybox", "busybox-static"), ("cpio", "cpio")]
             .into_iter()
             .filter(|(bin, _)| !xen::on_path(bin))
             .map(|(_, pkg)| pkg)
             .collect();
-    if kernel().is_err() {
+    if want_debian_kernel && debian_kernel().is_err() {
         pkgs.push("linux-image-amd64");
     }
     if !pkgs.is_empty() {
         xen::apt_install(&mut steps, &pkgs)?;
     }
-    let (vmlinuz, kver) = kernel()?;
+    let debian = if want_debian_kernel { Some(debian_kernel()?) } else { None };
+    let patched_kernel =
+        if boots.iter().any(|b| b.kernel == Patched) { Some(linux::build(&mut steps)?.bzimage) } else { None };
 
     // The two hypervisors: Debian's source, patched and as shipped; or the
     // image given.
@@ -80,7 +125,7 @@ pub fn main(args: &Args) -> Result<(), String> {
             let patched = xen::prepare(&mut steps)?;
             xen::build(&mut steps, &patched)?;
             let pristine = xen::Tree { src: xen::prepare_pristine(&mut steps)?, patched: false };
-            if boots.iter().any(|(_, p)| !p) {
+            if boots.iter().any(|b| b.xen == Debian) {
                 xen::build(&mut steps, &pristine)?;
             }
             (patched.src.join("xen/xen"), Some(pristine.src.join("xen/xen")))
@@ -96,12 +141,29 @@ pub fn main(args: &Args) -> Result<(), String> {
         &[("RUSTFLAGS", "-C target-feature=+crt-static"), ("CARGO_TARGET_DIR", &target_dir)],
     )?;
     let tool = out.join("x86_64-unknown-linux-gnu/release/evroute-e2e");
-    let initrd = initramfs(&mut steps, &out, &tool, &kver)?;
+    let initrd = initramfs(&mut steps, &out, &tool, debian.as_ref().map(|(_, v)| v.as_str()))?;
+    let disk = out.join("disk.img");
+    if patched_kernel.is_some() {
+        let mut dd = Command::new("dd");
+        dd.arg("if=/dev/urandom").arg(format!("of={}", disk.display())).args([
+            "bs=1M",
+            &format!("count={DISK_MIB}"),
+            "status=none",
+        ]);
+        steps.run("the emulated disk (random data)", dd)?;
+    }
 
     let mut results = Vec::new();
-    for (label, is_patched) in boots {
-        let image = if is_patched { &patched } else { pristine.as_ref().expect("built for an unpatched boot") };
-        results.push(boot(&out, label, image, is_patched, &vmlinuz, &initrd)?);
+    for b in boots {
+        let xen_image = match b.xen {
+            Patched => &patched,
+            Debian => pristine.as_ref().expect("built for an unpatched boot"),
+        };
+        let kernel = match b.kernel {
+            Debian => &debian.as_ref().expect("installed above").0,
+            Patched => patched_kernel.as_ref().expect("built above"),
+        };
+        results.push(boot(&out, b, xen_image, kernel, &initrd, &disk)?);
     }
     summary(&results);
     steps.summary();
@@ -116,7 +178,7 @@ pub fn main(args: &Args) -> Result<(), String> {
 }
 
 /// Debian's dom0 kernel: /boot/vmlinuz-<ver> with its modules.
-fn kernel() -> Result<(PathBuf, String), String> {
+fn debian_kernel() -> Result<(PathBuf, String), String> {
     let mut found: Vec<String> = fs::read_dir("/boot")
         .map_err(|e| format!("/boot: {e}"))?
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
@@ -128,9 +190,10 @@ fn kernel() -> Result<(PathBuf, String), String> {
     Ok((PathBuf::from(format!("/boot/vmlinuz-{ver}")), ver))
 }
 
-/// busybox, the Xen device modules, the test tool and an init that runs it
-/// with the mode given on the kernel command line, then powers off.
-fn initramfs(steps: &mut Steps, out: &Path, tool: &Path, kver: &str) -> Result<PathBuf, String> {
+/// busybox, Debian's Xen device modules (the patched kernel has them built
+/// in), the test tool and an init that runs it with the mode given on the
+/// kernel command line, then powers off.
+fn initramfs(steps: &mut Steps, out: &Path, tool: &Path, kver: Option<&str>) -> Result<PathBuf, String> {
     let root = out.join("initramfs");
     let _ = fs::remove_dir_all(&root);
     for d in ["bin", "dev", "proc", "sys", "lib/modules"] {
@@ -143,15 +206,18 @@ fn initramfs(steps: &mut Steps, out: &Path, tool: &Path, kver: &str) -> Result<P
     for applet in ["sh", "mount", "insmod", "sed", "grep", "poweroff", "cat"] {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).map_err(|e| e.to_string())?;
     }
-    let mods = Path::new("/lib/modules").join(kver).join("kernel/drivers/xen");
-    for m in ["xen-evtchn.ko", "xen-privcmd.ko"] {
-        copy(&mods.join(m), &root.join("lib/modules").join(m))?;
+    if let Some(kver) = kver {
+        let mods = Path::new("/lib/modules").join(kver).join("kernel/drivers/xen");
+        for m in ["xen-evtchn.ko", "xen-privcmd.ko"] {
+            copy(&mods.join(m), &root.join("lib/modules").join(m))?;
+        }
     }
     copy(tool, &root.join("bin/evroute-e2e"))?;
     let init = "#!/bin/sh\n\
         mount -t proc proc /proc\nmount -t sysfs sys /sys\nmount -t devtmpfs dev /dev\n\
-        insmod /lib/modules/xen-evtchn.ko\ninsmod /lib/modules/xen-privcmd.ko\n\
-        mode=$(sed -n 's/.*evroute\\.mode=\\([a-z]*\\).*/\\1/p' /proc/cmdline)\n\
+        if grep -q evroute.modules=1 /proc/cmdline; then\n\
+        insmod /lib/modules/xen-evtchn.ko\ninsmod /lib/modules/xen-privcmd.ko\nfi\n\
+        mode=$(sed -n 's/.*evroute\\.mode=\\([a-z0-9-]*\\).*/\\1/p' /proc/cmdline)\n\
         echo \"EVROUTE-BOOT mode=$mode cpus=$(grep -c ^processor /proc/cpuinfo)\"\n\
         /bin/evroute-e2e \"$mode\"\npoweroff -f\n";
     fs::write(root.join("init"), init).map_err(|e| e.to_string())?;
@@ -178,21 +244,33 @@ struct Boot {
 
 /// One boot: `label` is the tool's mode and, on the patched Xen, the
 /// `evtchn-route=` value.
-fn boot(out: &Path, label: &str, xen: &Path, patched: bool, vmlinuz: &Path, initrd: &Path) -> Result<Boot, String> {
+fn boot(out: &Path, spec: &BootSpec, xen: &Path, vmlinuz: &Path, initrd: &Path, disk: &Path) -> Result<Boot, String> {
+    let label = spec.label;
     let log = out.join(format!("serial-{label}.log"));
     let _ = fs::remove_file(&log);
     // guest_loglvl=all: Xen's warnings about a guest's events (a dropped
-    // event) reach the log, which is checked below.
+    // event) reach the log, which is checked below. conring_size: room in
+    // Xen's console ring for the 'e' dumps the tool reads back.
     let mut xen_cmdline =
-        "console=com1 com1=115200,8n1 noreboot dom0_max_vcpus=4 dom0_mem=1G guest_loglvl=all".to_string();
-    if patched {
-        xen_cmdline.push_str(&format!(" evtchn-route={label}"));
+        "console=com1 com1=115200,8n1 noreboot dom0_max_vcpus=4 dom0_mem=1G guest_loglvl=all conring_size=256k"
+            .to_string();
+    for extra in [spec.route.map(|r| format!("evtchn-route={r}")).unwrap_or_default(), spec.xen_extra.to_string()] {
+        if !extra.is_empty() {
+            xen_cmdline.push(' ');
+            xen_cmdline.push_str(&extra);
+        }
     }
-    let dom0 = format!("{} console=hvc0 quiet evroute.mode={label},{}", vmlinuz.display(), initrd.display());
-    eprintln!("==> boot {label}: Xen \"{xen_cmdline}\" (serial log {})", log.display());
+    let modules = if spec.kernel == Debian { " evroute.modules=1" } else { "" };
+    let dom0 = format!(
+        "{} console=hvc0 quiet evroute.mode={label}{modules} {},{}",
+        vmlinuz.display(),
+        spec.dom0_extra,
+        initrd.display()
+    );
+    eprintln!("==> boot {label}: Xen \"{xen_cmdline}\", dom0 {} (serial log {})", vmlinuz.display(), log.display());
     let t = Instant::now();
-    let status = Command::new("timeout")
-        .arg(BOOT_TIMEOUT_SECS)
+    let mut qemu = Command::new("timeout");
+    qemu.arg(BOOT_TIMEOUT_SECS)
         .args(["qemu-system-x86_64", "-nographic", "-cpu", "qemu64", "-m", "2G", "-smp", "2", "-no-reboot"])
         .args(["-monitor", "none", "-serial"])
         .arg(format!("file:{}", log.display()))
@@ -202,9 +280,14 @@ fn boot(out: &Path, label: &str, xen: &Path, patched: bool, vmlinuz: &Path, init
         .arg(&xen_cmdline)
         .arg("-initrd")
         .arg(&dom0)
-        .stdin(std::process::Stdio::null())
-        .status()
-        .map_err(|e| format!("qemu-system-x86_64: {e}"))?;
+        .stdin(std::process::Stdio::null());
+    if spec.kernel == Patched {
+        // One request queue: one interrupt to follow.
+        qemu.arg("-drive")
+            .arg(format!("file={},if=none,id=d0,format=raw", disk.display()))
+            .args(["-device", "virtio-blk-pci,drive=d0,num-queues=1"]);
+    }
+    let status = qemu.status().map_err(|e| format!("qemu-system-x86_64: {e}"))?;
     let secs = t.elapsed().as_secs_f64();
     let text = String::from_utf8_lossy(&fs::read(&log).unwrap_or_default()).into_owned();
     if !text.contains("EVROUTE-BOOT") {
@@ -268,10 +351,13 @@ fn summary(boots: &[Boot]) {
             println!("| {} | {:.1} | {s} | {} | {d} |", b.label, b.secs, if *ok { "PASS" } else { "FAIL" });
         }
     }
-    println!("\n| boot | scenario | bound vCPU | per-vCPU handled | on running vCPUs | Jain | p50 µs | p99 µs |\n|---|---|---|---|---|---|---|---|");
+    let share_rows = boots.iter().flat_map(|b| b.metrics.iter()).filter(|m| !is_disk(m)).count();
+    if share_rows > 0 {
+        println!("\n| boot | scenario | bound vCPU | per-vCPU handled | on running vCPUs | Jain | p50 µs | p99 µs |\n|---|---|---|---|---|---|---|---|");
+    }
     let mut latency = BTreeMap::new();
     for b in boots {
-        for m in &b.metrics {
+        for m in b.metrics.iter().filter(|m| !is_disk(m)) {
             let g = |k: &str| m.get(k).cloned().unwrap_or_default();
             println!(
                 "| {} | {} | {} | {} | {} | {} | {} | {} |",
@@ -290,6 +376,7 @@ fn summary(boots: &[Boot]) {
             );
         }
     }
+    disk_summary(boots);
     if let (Some(off), Some(on)) = (latency.get("share-off"), latency.get("share-running")) {
         if on.0 > 0.0 && on.1 > 0.0 {
             println!(
@@ -301,6 +388,46 @@ fn summary(boots: &[Boot]) {
                 on.1,
                 off.1 / on.1
             );
+        }
+    }
+}
+
+fn is_disk(m: &BTreeMap<String, String>) -> bool {
+    m.get("scenario").is_some_and(|s| s.starts_with("disk-"))
+}
+
+/// The disk's interrupt: completion latency and where it was handled (Linux)
+/// and queued (Xen), affinity one CPU vs all CPUs, per scheduler.
+fn disk_summary(boots: &[Boot]) {
+    let rows: Vec<&BTreeMap<String, String>> =
+        boots.iter().flat_map(|b| b.metrics.iter()).filter(|m| is_disk(m)).collect();
+    if rows.is_empty() {
+        return;
+    }
+    println!("\n| disk interrupt | reads | p50 µs | p99 µs | handled per vCPU | Xen queued on running/blocked/other vCPU | running share |\n|---|---|---|---|---|---|---|");
+    let mut p99 = BTreeMap::new();
+    for m in &rows {
+        let g = |k: &str| m.get(k).cloned().unwrap_or_default();
+        let scenario = g("scenario");
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            scenario.trim_start_matches("disk-"),
+            g("reads"),
+            g("p50_us"),
+            g("p99_us"),
+            g("per_vcpu"),
+            g("routed").trim_matches(|c| c == '[' || c == ']'),
+            g("running_share")
+        );
+        p99.insert(scenario, g("p99_us").parse::<f64>().unwrap_or(0.0));
+    }
+    for sched in ["credit2", "credit1"] {
+        if let (Some(one), Some(set)) =
+            (p99.get(&format!("disk-{sched}-single")), p99.get(&format!("disk-{sched}-set")))
+        {
+            if *set > 0.0 {
+                println!("disk p99 {sched}: one CPU {one:.0} µs / set {set:.0} µs = {:.2}x", one / set);
+            }
         }
     }
 }

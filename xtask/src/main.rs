@@ -3,6 +3,7 @@
 
 mod bench_xen;
 mod e2e;
+mod linux;
 mod loom;
 mod run;
 mod xen;
@@ -23,12 +24,16 @@ struct Cli {
 enum Cmd {
     /// The test command: fmt, clippy, unit tests, proptest, the Xen C
     /// differential test, the simulator's validation and main job, loom,
-    /// seeded bugs, then the QEMU boots (e2e).
+    /// seeded bugs, the guest kernel series (checkpatch, build), then the
+    /// QEMU boots (e2e).
     Test,
     /// Run the loom scenarios, or one seeded bug.
     Loom(loom::Args),
     /// Fetch Debian's Xen 4.17.5 source, apply xen-patch/, build xen/xen.
     Xen(xen::Args),
+    /// Fetch Debian's Linux 6.1 source, apply guest-evtchn/linux/, build the
+    /// dom0 kernel the end-to-end tests boot.
+    Linux,
     /// Instructions per set-pending (callgrind): unpatched, off, each policy.
     BenchXen,
     /// Boot the patched (and unpatched) Xen under QEMU with a Linux dom0
@@ -41,6 +46,7 @@ fn main() -> ExitCode {
         Cmd::Test => test(),
         Cmd::Loom(args) => loom::main(&args),
         Cmd::Xen(args) => xen::main(&args),
+        Cmd::Linux => linux::main(),
         Cmd::BenchXen => bench_xen::main(),
         Cmd::E2e(args) => e2e::main(&args),
     };
@@ -92,6 +98,10 @@ fn test() -> Result<(), String> {
     // The main job, as the README gives it: the policy table of the default scenario.
     steps.cargo("main job: evroute-sim (default scenario)", &["run", "--release", "-q", "-p", "evroute-sim"], &[])?;
     loom::suite(&mut steps, loom::BOUND_CI)?;
+    // The guest series: checked as the kernel's maintainers check it, and
+    // built (the boots below use it).
+    let kernel = linux::build(&mut steps)?;
+    linux::checkpatch(&mut steps, &kernel)?;
     steps.summary();
     // The real system last: the patched Xen booted under QEMU.
     e2e::main(&e2e::Args::default())

@@ -139,9 +139,10 @@ pub fn prepare_for_harness(steps: &mut Steps) -> Result<Tree, String> {
 }
 
 /// On top of defconfig: 32-bit PV guests (so the compat paths are built and
-/// checked), and routing compiled in (the unpatched tree has no such option;
-/// Kconfig drops it there).
-const CONFIG: [&str; 2] = ["CONFIG_PV32=y", "CONFIG_EVTCHN_ROUTE=y"];
+/// checked), routing compiled in, and its per-channel counts, which the
+/// booted tests read (the unpatched tree has no such options; Kconfig drops
+/// them there).
+const CONFIG: [&str; 3] = ["CONFIG_PV32=y", "CONFIG_EVTCHN_ROUTE=y", "CONFIG_EVTCHN_ROUTE_STATS=y"];
 
 pub fn build(steps: &mut Steps, tree: &Tree) -> Result<(), String> {
     let xen = tree.src.join("xen");
@@ -206,7 +207,7 @@ pub fn apt_install(steps: &mut Steps, pkgs: &[&str]) -> Result<(), String> {
     steps.run(&format!("apt-get install {}", pkgs.join(" ")), cmd)
 }
 
-fn apt_update_once(steps: &mut Steps) -> Result<(), String> {
+pub fn apt_update_once(steps: &mut Steps) -> Result<(), String> {
     static DONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     if DONE.swap(true, std::sync::atomic::Ordering::Relaxed) {
         return Ok(());
@@ -256,7 +257,7 @@ pub fn sha256(path: &Path) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or_default().to_string())
 }
 
-fn sha256_str(s: &str) -> String {
+pub fn sha256_str(s: &str) -> String {
     use std::io::Write;
     let mut child = Command::new("sha256sum")
         .stdin(std::process::Stdio::piped())

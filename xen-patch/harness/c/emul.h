@@ -22,6 +22,7 @@
 
 /* The build the series is tested in: routing compiled in, 32-bit PV too. */
 #define CONFIG_EVTCHN_ROUTE 1
+#define CONFIG_EVTCHN_ROUTE_STATS 1
 #define CONFIG_COMPAT 1
 #define CONFIG_PV32 1
 
@@ -70,6 +71,8 @@ static inline void hx_printk(const char *fmt, ...)
 typedef struct { int counter; } atomic_t;
 #define atomic_inc(a) ((void)__atomic_fetch_add(&(a)->counter, 1, __ATOMIC_SEQ_CST))
 #define atomic_read(a) __atomic_load_n(&(a)->counter, __ATOMIC_SEQ_CST)
+#define atomic_set(a, v) __atomic_store_n(&(a)->counter, v, __ATOMIC_SEQ_CST)
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
 /* Bit operations on guest memory: 32-bit words (little-endian). */
 #define hx_w32(addr, nr) ((uint32_t *)(addr) + (nr) / 32)
@@ -185,7 +188,7 @@ struct evtchn {
     union {
         unsigned long word;
         struct evtchn_route *ext;
-    } route;
+    } route;    atomic_t routed[3];
 };
 
 #define _VPF_down 1

@@ -592,3 +592,12 @@ unsigned int hx_priority(struct domain *d, unsigned int port)
 {
     return d->evtchn[port].priority;
 }
+
+/* The per-channel counts ('routed=' of the debug key): running/blocked/other. */
+void hx_routed(struct domain *d, unsigned int port, uint32_t out[3])
+{
+    unsigned int i;
+
+    for ( i = 0; i < 3; i++ )
+        out[i] = atomic_read(&d->evtchn[port].routed[i]);
+}

@@ -103,6 +103,7 @@ extern "C" {
     fn hx_lastq(d: *mut RawDomain, port: c_uint) -> u32;
     fn hx_notify_vcpu(d: *mut RawDomain, port: c_uint) -> c_uint;
     fn hx_priority(d: *mut RawDomain, port: c_uint) -> c_uint;
+    fn hx_routed(d: *mut RawDomain, port: c_uint, out: *mut u32);
     fn hx_g32_page(which: c_uint, gaddr: *mut u64) -> *mut u8;
     fn hx_route_pick(policy: c_uint, inputs: *const RouteInputs) -> c_uint;
     fn hx_set_max_sets(n: c_uint);
@@ -385,6 +386,16 @@ impl XenDomain {
         assert!(port < self.nr_ports);
         // SAFETY: self.d is live and the port is in range.
         unsafe { hx_priority(self.d, port) }
+    }
+
+    /// The channel's counts of events queued for a running, blocked, other
+    /// vCPU (`CONFIG_EVTCHN_ROUTE_STATS`).
+    pub fn routed(&self, port: Port) -> [u32; 3] {
+        assert!(port < self.nr_ports);
+        let mut out = [0u32; 3];
+        // SAFETY: self.d is live, the port in range, out holds three u32s.
+        unsafe { hx_routed(self.d, port, out.as_mut_ptr()) };
+        out
     }
 }
 

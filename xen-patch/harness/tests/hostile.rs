@@ -321,3 +321,38 @@ fn a_linked_event_stays_on_its_queue() {
     assert_eq!(last_vcpu(&x, p), first);
     assert_ne!(x.word(p).unwrap().load(SeqCst) & LINKED, 0);
 }
+
+/// The per-channel counts say where each event was queued, by the state of
+/// that vCPU as routing reads it, for a channel with a set and one without;
+/// a domain that never gave a set has no routing state and counts nothing;
+/// a freed port starts from zero when it is bound again.
+#[test]
+fn per_channel_counts_follow_the_vcpu_each_event_was_queued_for() {
+    let x = running(4);
+    let plain = x.alloc(Kind::Interdomain, 1).unwrap();
+    let routed = x.alloc(Kind::Interdomain, 0).unwrap();
+    x.set_run_state(1, RunState::Running);
+    assert_eq!(x.send(plain), 0);
+    assert_eq!(x.routed(plain), [0, 0, 0], "counted before the domain had routing state");
+
+    assert_eq!(set(&x, routed, &[2, 3]), 0);
+    for (state, want) in
+        [(RunState::Running, [1, 0, 0]), (RunState::Blocked, [1, 1, 0]), (RunState::Runnable, [1, 1, 1])]
+    {
+        x.set_run_state(1, state);
+        assert_eq!(x.send(plain), 0);
+        assert_eq!(x.routed(plain), want, "bound vCPU 1 {state:?}");
+    }
+
+    x.set_run_state(2, RunState::Runnable);
+    x.set_run_state(3, RunState::Running);
+    assert_eq!(x.send(routed), 0);
+    assert_eq!(x.routed(routed), [1, 0, 0], "the set's running vCPU 3 was chosen");
+    consume_all(&x, 4);
+    x.set_run_state(3, RunState::Blocked);
+    assert_eq!(x.send(routed), 0);
+    assert_eq!(x.routed(routed), [1, 1, 0], "no vCPU of the set runs: a blocked one");
+
+    assert_eq!(x.close(routed), 0);
+    assert_eq!(x.routed(routed), [0, 0, 0], "a freed port keeps its counts for its next binding");
+}
