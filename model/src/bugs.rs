@@ -48,10 +48,33 @@ pub enum Bug {
     UnmaskIgnoresPending,
     /// Guest: the consumer handles a pending event without checking MASKED.
     HandleMaskedEvent,
+    /// Linux: the lateeoi chip's ack clears `is_active` (as the edge chip's
+    /// does) instead of keeping it until the EOI, so a delivery on another
+    /// CPU runs the handler while the first still owes its EOI.
+    LateEoiClearsActiveAtAck,
+    /// Linux (6.1 as released): the lateeoi chip's mask-ack of an event
+    /// that came while the handler runs clears `is_active` and leaves no EOI
+    /// mask, so the handler's run for it, if it defers its EOI, is followed
+    /// by another run before that EOI.
+    LateEoiRerunUnmasked,
+    /// Linux (6.1 as released): the EOI clears `is_active`, then lifts the
+    /// EOI mask in a second step, so a re-run's mask-ack that takes
+    /// `is_active` in between has its EOI mask lifted.
+    EoiUnmaskApart,
+    /// Linux: the set handed to Xen is built from Linux CPU numbers rather
+    /// than `xen_vcpu_nr()`, so it names other vCPUs where the two differ.
+    SetFromLinuxCpuNumbers,
+    /// Linux: a CPU going offline is left in the sets (the mask is not
+    /// limited to online CPUs), so Xen may queue events on a stopped vCPU.
+    OfflineCpuLeftInSet,
+    /// Linux (6.1 as released): the CPU-dead drain drops a pending event
+    /// left on the dead CPU's queue ("Dropping pending event") instead of
+    /// raising it again.
+    DeadCpuDropsEvent,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 13] = [
+    pub const ALL: [Bug; 19] = [
         Bug::NoTailInvalidation,
         Bug::SkipOldQueueLock,
         Bug::LockOrderInverted,
@@ -65,6 +88,12 @@ impl Bug {
         Bug::ClearLinkedBeforeReadLink,
         Bug::UnmaskIgnoresPending,
         Bug::HandleMaskedEvent,
+        Bug::LateEoiClearsActiveAtAck,
+        Bug::LateEoiRerunUnmasked,
+        Bug::EoiUnmaskApart,
+        Bug::SetFromLinuxCpuNumbers,
+        Bug::OfflineCpuLeftInSet,
+        Bug::DeadCpuDropsEvent,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -82,6 +111,12 @@ impl Bug {
             Bug::ClearLinkedBeforeReadLink => "clear-linked-before-read-link",
             Bug::UnmaskIgnoresPending => "unmask-ignores-pending",
             Bug::HandleMaskedEvent => "handle-masked-event",
+            Bug::LateEoiClearsActiveAtAck => "lateeoi-clears-active-at-ack",
+            Bug::LateEoiRerunUnmasked => "lateeoi-rerun-unmasked",
+            Bug::EoiUnmaskApart => "eoi-unmask-apart",
+            Bug::SetFromLinuxCpuNumbers => "set-from-linux-cpu-numbers",
+            Bug::OfflineCpuLeftInSet => "offline-cpu-left-in-set",
+            Bug::DeadCpuDropsEvent => "dead-cpu-drops-event",
         }
     }
 

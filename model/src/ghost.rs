@@ -34,7 +34,14 @@ pub mod inv {
     /// `Balanced`'s heavy bit of each vCPU equals "load at the bound".
     pub const HEAVY_MATCHES_LOAD: &str = "heavy-matches-load";
 
-    pub const ALL: [&str; 9] = [
+    /// One IRQ's handler runs on one CPU at a time (a lateeoi handler
+    /// until its EOI), however many vCPUs the event may be delivered to.
+    pub const NO_CONCURRENT_HANDLER: &str = "no-concurrent-handler";
+    /// Quiescent, Xen's set is the guest's effective affinity in Xen vCPU
+    /// ids, within the online CPUs, and Xen's bound vCPU is the guest's.
+    pub const SET_MATCHES_AFFINITY: &str = "xen-set-matches-affinity";
+
+    pub const ALL: [&str; 11] = [
         NO_LOST_EVENT,
         NO_DOUBLE_HANDLING,
         LINKED_ON_ONE_QUEUE,
@@ -44,6 +51,8 @@ pub mod inv {
         ROUTED_WITHIN_SET,
         NO_DEADLOCK,
         HEAVY_MATCHES_LOAD,
+        NO_CONCURRENT_HANDLER,
+        SET_MATCHES_AFFINITY,
     ];
 }
 
@@ -73,6 +82,9 @@ struct PortGhost {
     /// Stamp of the latest handling (PENDING cleared by the handler) or
     /// drop (PENDING cleared by close).
     last_done: AtomicU32,
+    /// Handlers of the port's IRQ running now, and on which CPU the last began.
+    running: AtomicU32,
+    running_on: AtomicU32,
 }
 
 pub struct Ghost {
@@ -194,7 +206,13 @@ impl Ghost {
                 let inv = if g.unmasked.load(SeqCst) { inv::UNMASK_DELIVERS } else { inv::NO_LOST_EVENT };
                 violated(
                     inv,
-                    format_args!("port {port} pending and unmasked after every notified vCPU drained (word {w:#010x})"),
+                    format_args!(
+                        "port {port} pending and unmasked after every notified vCPU drained (word {w:#010x}, {})",
+                        match g.queue.load(SeqCst) {
+                            0 => "on no queue".to_string(),
+                            q => format!("linked on {}", qname(q as usize - 1)),
+                        }
+                    ),
                 );
             }
             if h + d + pending < e {
@@ -219,6 +237,33 @@ impl Ghost {
                 );
             }
         }
+    }
+}
+
+/// The guest's IRQ layer: handling is its ack clearing PENDING, and its
+/// handler runs apart from that.
+impl Ghost {
+    /// The IRQ's ack cleared PENDING: this raise is taken.
+    pub fn acked(&self, port: Port) {
+        let g = self.port(port);
+        g.handled.fetch_add(1, SeqCst);
+        g.last_done.store(self.stamp(), SeqCst);
+    }
+
+    pub fn handler_start(&self, port: Port, cpu: u32) {
+        let g = self.port(port);
+        if g.running.fetch_add(1, SeqCst) != 0 {
+            let other = g.running_on.load(SeqCst);
+            violated(
+                inv::NO_CONCURRENT_HANDLER,
+                format_args!("port {port}: handler starts on CPU {cpu} while CPU {other} runs it"),
+            );
+        }
+        g.running_on.store(cpu, SeqCst);
+    }
+
+    pub fn handler_end(&self, port: Port) {
+        self.port(port).running.fetch_sub(1, SeqCst);
     }
 }
 
@@ -264,15 +309,17 @@ impl Observer for Ghost {
     }
 
     fn handled(&self, vcpu: u32, port: Port, seen: u32) {
+        self.delivered(vcpu, port, seen);
+        self.acked(port);
+    }
+
+    fn delivered(&self, vcpu: u32, port: Port, seen: u32) {
         if seen & MASKED != 0 {
             violated(
                 inv::MASKED_NOT_HANDLED,
                 format_args!("vCPU {vcpu} handled port {port} with MASKED set (word {seen:#010x})"),
             );
         }
-        let g = self.port(port);
-        g.handled.fetch_add(1, SeqCst);
-        g.last_done.store(self.stamp(), SeqCst);
     }
 
     fn runaway(&self, vcpu: u32, prio: usize) {

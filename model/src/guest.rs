@@ -24,6 +24,8 @@ pub trait Observer {
     fn handled(&self, _vcpu: u32, _port: Port, _seen: u32) {}
     /// The consumer walked more links than the queue can hold.
     fn runaway(&self, _vcpu: u32, _prio: usize) {}
+    /// `port` was passed, PENDING still set, to an IRQ layer on `vcpu`.
+    fn delivered(&self, _vcpu: u32, _port: Port, _seen: u32) {}
 }
 
 impl Observer for () {}
@@ -39,11 +41,20 @@ pub struct Consumer {
     /// Links followed before a queue counts as corrupt (a cycle): more than
     /// the ports that exist.
     max_links: usize,
+    /// Pass deliveries to an IRQ layer whose ack clears PENDING, as Linux's
+    /// `handle_irq_for_port()`, instead of clearing it here.
+    irq_layer: bool,
 }
 
 impl Consumer {
     pub fn new(vcpu: u32, nr_ports: u32, bugs: Bugs) -> Self {
-        Consumer { vcpu, head: [0; MAX_QUEUES], bugs, max_links: nr_ports as usize + 1 }
+        Consumer { vcpu, head: [0; MAX_QUEUES], bugs, max_links: nr_ports as usize + 1, irq_layer: false }
+    }
+
+    /// A consumer whose handler is an IRQ layer that acks (clears PENDING)
+    /// itself, and may ignore a delivery another vCPU is handling.
+    pub fn with_irq_layer(vcpu: u32, nr_ports: u32, bugs: Bugs) -> Self {
+        Consumer { irq_layer: true, ..Consumer::new(vcpu, nr_ports, bugs) }
     }
 
     pub fn vcpu(&self) -> u32 {
@@ -125,7 +136,11 @@ impl Consumer {
         let mut handled = 0;
         let seen = word.load(Ordering::SeqCst);
         let masked = seen & MASKED != 0 && !self.bugs.has(Bug::HandleMaskedEvent);
-        if seen & PENDING != 0 && !masked {
+        if seen & PENDING != 0 && !masked && self.irq_layer {
+            obs.delivered(self.vcpu, port, seen);
+            handler(port);
+            handled = 1;
+        } else if seen & PENDING != 0 && !masked {
             // The irq chip's ack (clear_evtchn) clears PENDING before the
             // handler runs; a raise after this point is a new edge.
             if word.fetch_and(!PENDING, Ordering::SeqCst) & PENDING != 0 {

@@ -5,6 +5,8 @@
 //! - [`abi`]: event words, control blocks, the new operation's struct.
 //! - [`guest`]: the per-vCPU consumer as Linux does it (no_std).
 //! - [`hypervisor`]: Xen 4.17's `event_fifo.c` and the channel operations.
+//! - [`linux_irq`]: Linux's IRQ layer over the consumer (`is_active`, acks,
+//!   lateeoi, mask reasons, vCPU sets from affinity, CPU hotplug).
 //! - [`fairness`]: Jain's index, how evenly events spread over vCPUs.
 //! - [`ghost`]: invariants, by name, and the bookkeeping that checks them.
 //! - [`scenarios`]: the interleavings loom explores; [`bugs`]: seeded mistakes.
@@ -22,6 +24,8 @@ pub mod sync;
 pub mod ghost;
 #[cfg(feature = "std")]
 pub mod hypervisor;
+#[cfg(feature = "std")]
+pub mod linux_irq;
 #[cfg(feature = "std")]
 pub mod scenarios;
 #[cfg(feature = "std")]

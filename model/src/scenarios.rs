@@ -10,6 +10,7 @@ use crate::ghost::inv;
 use crate::guest::{self, Consumer};
 use crate::hypervisor::sched::LOAD_BOUND;
 use crate::hypervisor::{Config, Hypervisor, Kind, RunState};
+use crate::linux_irq::Linux;
 use crate::route::Policy;
 use crate::sync::{thread, Arc};
 
@@ -104,6 +105,34 @@ pub const SCENARIOS: &[Scenario] = &[
         run: load_and_heavy_agree,
         min_preemptions: None,
     },
+    Scenario {
+        name: "raise-while-handler-runs",
+        about: "Linux: a raise reaches CPU1 while CPU0, preempted, is inside the handler of the same IRQ (edge chip)",
+        run: raise_while_handler_runs,
+        min_preemptions: None,
+    },
+    Scenario {
+        name: "set-change-while-lateeoi-pending",
+        about: "Linux: the user narrows a lateeoi IRQ's set to CPU1 while CPU0 handles it and owes its EOI",
+        run: set_change_while_lateeoi_pending,
+        // CPU0 stops after taking is_active, CPU1 after seeing the event
+        // relinked, CPU0 again inside the handler: three.
+        min_preemptions: Some(3),
+    },
+    Scenario {
+        name: "lateeoi-handler-runs-again",
+        about: "Linux: a lateeoi handler's first run sends its EOI before it returns while raises reach the other CPU, which finds it in progress or takes it late",
+        run: lateeoi_handler_runs_again,
+        // The EOI stopped between is_active and its unmask, a late
+        // delivery's mask-ack there, and a raise after the re-run: three.
+        min_preemptions: Some(3),
+    },
+    Scenario {
+        name: "cpu-offline-with-event-linked",
+        about: "Linux: CPU1 goes offline with the event linked on its queue while Xen raises it again",
+        run: cpu_offline_with_event_linked,
+        min_preemptions: None,
+    },
 ];
 
 pub const SEEDED_BUGS: &[SeededBug] = &[
@@ -144,6 +173,28 @@ pub const SEEDED_BUGS: &[SeededBug] = &[
     SeededBug { bug: Bug::HeavySetOrClear, scenario: "load-and-heavy-agree", invariant: inv::HEAVY_MATCHES_LOAD },
     SeededBug { bug: Bug::UnmaskIgnoresPending, scenario: "mask-unmask-race", invariant: inv::UNMASK_DELIVERS },
     SeededBug { bug: Bug::HandleMaskedEvent, scenario: "mask-unmask-race", invariant: inv::MASKED_NOT_HANDLED },
+    SeededBug {
+        bug: Bug::LateEoiClearsActiveAtAck,
+        scenario: "set-change-while-lateeoi-pending",
+        invariant: inv::NO_CONCURRENT_HANDLER,
+    },
+    SeededBug {
+        bug: Bug::LateEoiRerunUnmasked,
+        scenario: "lateeoi-handler-runs-again",
+        invariant: inv::NO_CONCURRENT_HANDLER,
+    },
+    SeededBug { bug: Bug::EoiUnmaskApart, scenario: "lateeoi-handler-runs-again", invariant: inv::UNMASK_DELIVERS },
+    SeededBug {
+        bug: Bug::SetFromLinuxCpuNumbers,
+        scenario: "raise-while-handler-runs",
+        invariant: inv::SET_MATCHES_AFFINITY,
+    },
+    SeededBug {
+        bug: Bug::OfflineCpuLeftInSet,
+        scenario: "cpu-offline-with-event-linked",
+        invariant: inv::SET_MATCHES_AFFINITY,
+    },
+    SeededBug { bug: Bug::DeadCpuDropsEvent, scenario: "cpu-offline-with-event-linked", invariant: inv::NO_LOST_EVENT },
 ];
 
 pub fn scenario(name: &str) -> Option<&'static Scenario> {
@@ -434,6 +485,169 @@ fn load_and_heavy_agree(bugs: Bugs) {
     let t2 = spawn(&st.hv, move |hv| hv.sched.drained(0));
     t1.join().unwrap();
     t2.join().unwrap();
+    st.quiesce();
+}
+
+/// A Linux guest of three CPUs on one IRQ, with Linux CPU `c` on Xen vCPU
+/// `(c + 1) % 3`: a set built from the wrong numbering names other vCPUs.
+struct LinuxStage {
+    hv: Arc<Hypervisor>,
+    linux: Arc<Linux>,
+    consumers: Vec<Consumer>,
+}
+
+impl LinuxStage {
+    const VCPU_OF: [u32; 3] = [1, 2, 0];
+
+    /// The IRQ bound, as a new channel is, to CPU0's vCPU; `affinity` then
+    /// written to `smp_affinity`.
+    fn new(lateeoi: bool, affinity: u64, bugs: Bugs) -> Self {
+        let nr_ports = 2;
+        let hv = Arc::new(Hypervisor::new(Config { bugs, ..Config::new(3, nr_ports, Policy::PreferRunning) }));
+        let port = hv.alloc(Kind::Interdomain, Self::VCPU_OF[0]).expect("free port");
+        let linux = Arc::new(Linux::new(port, lateeoi, Self::VCPU_OF.to_vec(), 0, bugs));
+        linux.write_affinity(&hv, affinity);
+        let consumers = (0..3).map(|cpu| linux.consumer(cpu, nr_ports)).collect();
+        LinuxStage { hv, linux, consumers }
+    }
+
+    fn port(&self) -> Port {
+        self.linux.irq.port
+    }
+
+    /// Only `cpu`'s vCPU runs (routing then picks it), or all when `None`.
+    fn only_running(&self, cpu: Option<u32>) {
+        for c in 0..3 {
+            let state = if cpu.is_none_or(|r| r == c) { RunState::Running } else { RunState::Runnable };
+            self.hv.sched.set_state(Self::VCPU_OF[c as usize], state);
+        }
+    }
+
+    /// Raise the event with only `cpu`'s vCPU running: it is linked there.
+    fn raise_on(&self, cpu: u32) {
+        self.only_running(Some(cpu));
+        self.hv.send(self.port()).expect("bound port");
+    }
+
+    fn take(&mut self, cpu: u32) -> Consumer {
+        std::mem::replace(&mut self.consumers[cpu as usize], Consumer::new(0, 0, Bugs::NONE))
+    }
+
+    fn give(&mut self, cpu: u32, c: Consumer) {
+        self.consumers[cpu as usize] = c;
+    }
+
+    /// Every online CPU takes its upcall and pays the EOIs its handlers
+    /// owe (which may link the event again), until none is owed; then the
+    /// invariants, the guest's own among them.
+    fn quiesce(mut self) {
+        let online: Vec<u32> = (0..3).filter(|&c| self.hv.sched.can_take(Self::VCPU_OF[c as usize])).collect();
+        loop {
+            for &cpu in &online {
+                self.linux.upcall(&self.hv, &mut self.consumers[cpu as usize]);
+            }
+            if self.linux.eoi_owed() == 0 {
+                break;
+            }
+            for &cpu in &online {
+                self.linux.lateeoi(&self.hv, cpu);
+            }
+        }
+        self.hv.ghost().check_quiescent(self.hv.shared());
+        self.linux.check_set_matches(&self.hv);
+    }
+}
+
+/// Run `f` on a new thread with handles on the domain and the guest.
+fn spawn_linux<T: Send + 'static>(
+    st: &LinuxStage,
+    f: impl FnOnce(&Hypervisor, &Linux) -> T + Send + 'static,
+) -> thread::JoinHandle<T> {
+    let (hv, linux) = (Arc::clone(&st.hv), Arc::clone(&st.linux));
+    thread::spawn(move || f(&hv, &linux))
+}
+
+/// `cpu` takes its upcall on a thread of its own.
+fn upcall_on(st: &mut LinuxStage, cpu: u32) -> thread::JoinHandle<Consumer> {
+    let mut c = st.take(cpu);
+    spawn_linux(st, move |hv, linux| {
+        linux.upcall(hv, &mut c);
+        c
+    })
+}
+
+fn raise_while_handler_runs(bugs: Bugs) {
+    let mut st = LinuxStage::new(false, 0b011, bugs);
+    st.raise_on(0);
+    // CPU0 is preempted in the handler: the next raise goes to CPU1.
+    st.only_running(Some(1));
+    let cpu0 = upcall_on(&mut st, 0);
+    let xen = spawn_linux(&st, |hv, linux| hv.send(linux.irq.port).unwrap());
+    st.linux.upcall(&st.hv, &mut st.consumers[1]);
+    st.give(0, cpu0.join().unwrap());
+    xen.join().unwrap();
+    st.quiesce();
+}
+
+fn set_change_while_lateeoi_pending(bugs: Bugs) {
+    let mut st = LinuxStage::new(true, 0b011, bugs);
+    st.raise_on(0);
+    st.only_running(None);
+    // CPU0 handles the event and, later, sends its EOI.
+    let c0 = st.take(0);
+    let cpu0 = spawn_linux(&st, move |hv, linux| {
+        let mut c0 = c0;
+        linux.upcall(hv, &mut c0);
+        linux.lateeoi(hv, 0);
+        c0
+    });
+    // The user narrows the set to CPU1: bound there, masked meanwhile.
+    let user = spawn_linux(&st, |hv, linux| linux.write_affinity(hv, 0b010));
+    st.linux.upcall(&st.hv, &mut st.consumers[1]);
+    st.give(0, cpu0.join().unwrap());
+    user.join().unwrap();
+    st.quiesce();
+}
+
+fn lateeoi_handler_runs_again(bugs: Bugs) {
+    let mut st = LinuxStage::new(true, 0b011, bugs);
+    Arc::get_mut(&mut st.linux).expect("not shared yet").eoi_in_first_run = true;
+    st.raise_on(0);
+    // CPU0 is preempted in the handler: raises go to CPU1.
+    st.only_running(Some(1));
+    let cpu0 = upcall_on(&mut st, 0);
+    let xen = spawn_linux(&st, |hv, linux| hv.send(linux.irq.port).unwrap());
+    st.linux.upcall(&st.hv, &mut st.consumers[1]);
+    st.hv.send(st.port()).unwrap();
+    st.linux.upcall(&st.hv, &mut st.consumers[1]);
+    st.give(0, cpu0.join().unwrap());
+    xen.join().unwrap();
+    st.quiesce();
+}
+
+fn cpu_offline_with_event_linked(bugs: Bugs) {
+    let mut st = LinuxStage::new(false, 0b111, bugs);
+    // Linked on CPU1's queue, which CPU1 (interrupts off on its way down)
+    // does not drain again.
+    st.raise_on(1);
+    st.only_running(None);
+    let mut c1 = st.take(1);
+    let offline = spawn_linux(&st, move |hv, linux| {
+        linux.cpu_leaving(hv, 1);
+        linux.cpu_stopped(hv, 1);
+        linux.cpu_dead(hv, &mut c1);
+        c1
+    });
+    let xen = spawn_linux(&st, |hv, linux| hv.send(linux.irq.port).unwrap());
+    st.linux.upcall(&st.hv, &mut st.consumers[0]);
+    let mut c1 = offline.join().unwrap();
+    xen.join().unwrap();
+    st.linux.check_set_matches(&st.hv);
+    // A raise in flight across the whole offline path (routed to CPU1
+    // before it left the set, linked after the drain) waits for CPU1's
+    // return; so does today's bind_vcpu path. Bring it back.
+    st.linux.cpu_online(&st.hv, &mut c1);
+    st.give(1, c1);
     st.quiesce();
 }
 

@@ -172,7 +172,7 @@ pub const SEEDED_C: &[SeededC] = &[
         file: "route",
         edits: &[("        atomic_set(&chn->routed[i], 0);", "        ;")],
         test: "hostile",
-        case: "per_channel_counts_follow_the_vcpu_each_event_was_queued_for",
+        case: "per_channel_counts_follow_the_vcpu_routing_picked",
     },
     SeededC {
         name: "count-the-bound-vcpu",
@@ -180,6 +180,6 @@ pub const SEEDED_C: &[SeededC] = &[
         file: "fifo",
         edits: &[("    evtchn_route_count(evtchn, pick);", "    evtchn_route_count(evtchn, v);")],
         test: "hostile",
-        case: "per_channel_counts_follow_the_vcpu_each_event_was_queued_for",
+        case: "per_channel_counts_follow_the_vcpu_routing_picked",
     },
 ];

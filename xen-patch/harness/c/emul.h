@@ -73,6 +73,7 @@ typedef struct { int counter; } atomic_t;
 #define atomic_read(a) __atomic_load_n(&(a)->counter, __ATOMIC_SEQ_CST)
 #define atomic_set(a, v) __atomic_store_n(&(a)->counter, v, __ATOMIC_SEQ_CST)
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+#define BUILD_BUG_ON(cond) _Static_assert(!(cond), #cond)
 
 /* Bit operations on guest memory: 32-bit words (little-endian). */
 #define hx_w32(addr, nr) ((uint32_t *)(addr) + (nr) / 32)

@@ -327,7 +327,7 @@ fn a_linked_event_stays_on_its_queue() {
 /// a domain that never gave a set has no routing state and counts nothing;
 /// a freed port starts from zero when it is bound again.
 #[test]
-fn per_channel_counts_follow_the_vcpu_each_event_was_queued_for() {
+fn per_channel_counts_follow_the_vcpu_routing_picked() {
     let x = running(4);
     let plain = x.alloc(Kind::Interdomain, 1).unwrap();
     let routed = x.alloc(Kind::Interdomain, 0).unwrap();
