@@ -52,11 +52,12 @@ pub enum Bug {
     /// does) instead of keeping it until the EOI, so a delivery on another
     /// CPU runs the handler while the first still owes its EOI.
     LateEoiClearsActiveAtAck,
-    /// Linux (6.1 as released): the lateeoi chip's mask-ack of an event
-    /// that came while the handler runs clears `is_active` and leaves no EOI
-    /// mask, so the handler's run for it, if it defers its EOI, is followed
-    /// by another run before that EOI.
-    LateEoiRerunUnmasked,
+    /// Linux (6.1 as released): an EOI sent while the handler still runs
+    /// unmasks at once, so another CPU takes the event, mask-acks it, and
+    /// the first CPU runs the handler again without the EOI mask: the next
+    /// event runs it before that run's EOI. (The fix lets the EOI wait for
+    /// the handler to return.)
+    EoiWhileHandlerRuns,
     /// Linux (6.1 as released): the EOI clears `is_active`, then lifts the
     /// EOI mask in a second step, so a re-run's mask-ack that takes
     /// `is_active` in between has its EOI mask lifted.
@@ -89,7 +90,7 @@ impl Bug {
         Bug::UnmaskIgnoresPending,
         Bug::HandleMaskedEvent,
         Bug::LateEoiClearsActiveAtAck,
-        Bug::LateEoiRerunUnmasked,
+        Bug::EoiWhileHandlerRuns,
         Bug::EoiUnmaskApart,
         Bug::SetFromLinuxCpuNumbers,
         Bug::OfflineCpuLeftInSet,
@@ -112,7 +113,7 @@ impl Bug {
             Bug::UnmaskIgnoresPending => "unmask-ignores-pending",
             Bug::HandleMaskedEvent => "handle-masked-event",
             Bug::LateEoiClearsActiveAtAck => "lateeoi-clears-active-at-ack",
-            Bug::LateEoiRerunUnmasked => "lateeoi-rerun-unmasked",
+            Bug::EoiWhileHandlerRuns => "eoi-while-handler-runs",
             Bug::EoiUnmaskApart => "eoi-unmask-apart",
             Bug::SetFromLinuxCpuNumbers => "set-from-linux-cpu-numbers",
             Bug::OfflineCpuLeftInSet => "offline-cpu-left-in-set",

@@ -52,6 +52,10 @@ pub struct Irq {
     /// which an AtomicBool lets a CPU read it set after the EOI cleared it.
     /// A lock gives the model the order Linux has.
     is_active: Mutex<bool>,
+    /// `info->in_handler`: 1 while the CPU that took `is_active` is in
+    /// `generic_handle_irq()`, 2 when an EOI waits for it to return. A
+    /// lock for the reason `is_active` is one.
+    in_handler: Mutex<u8>,
     /// `info->mask_reason`, under `info->lock`.
     mask_reason: Mutex<u8>,
     desc: Mutex<Desc>,
@@ -95,6 +99,7 @@ impl Linux {
                 port,
                 lateeoi,
                 is_active: Mutex::new(false),
+                in_handler: Mutex::new(0),
                 mask_reason: Mutex::new(0),
                 desc: Mutex::new(desc),
                 eoi_owed: AtomicU64::new(0),
@@ -142,7 +147,14 @@ impl Linux {
         if std::mem::replace(&mut *lock(&self.irq.is_active), true) {
             return;
         }
+        *lock(&self.irq.in_handler) = 1;
         self.handle_edge_irq(hv, cpu);
+        // An EOI sent while the handler ran waited for it to return.
+        let waited = std::mem::replace(&mut *lock(&self.irq.in_handler), 0) == 2;
+        if waited {
+            hv.ghost().handler_end(self.irq.port);
+            self.end_eoi_wait(hv);
+        }
     }
 
     /// `handle_edge_irq()`.
@@ -153,7 +165,7 @@ impl Linux {
             // Another CPU runs the handler: leave it a rerun, mask and ack.
             d.pending = true;
             d.core_masked = true;
-            self.mask_ack_inprogress(hv);
+            self.mask_ack(hv);
             return;
         }
         self.ack(hv);
@@ -189,18 +201,12 @@ impl Linux {
         }
     }
 
-    /// The chip's `irq_mask_ack` for an event that came while another CPU
-    /// runs the handler, which runs it again without an ack. The lateeoi
-    /// chip acks as `lateeoi_ack_dynirq()` does: masked for the EOI of that
-    /// run and still active.
-    fn mask_ack_inprogress(&self, hv: &Hypervisor) {
+    /// The chip's `irq_mask_ack` (lateeoi's masks for the core, not the
+    /// EOI): for an event that came while another CPU runs the handler,
+    /// which then runs it again without an ack.
+    fn mask_ack(&self, hv: &Hypervisor) {
         self.do_mask(hv, MASK_EXPLICIT);
-        if self.irq.lateeoi && !self.bugs.has(Bug::LateEoiRerunUnmasked) {
-            self.do_mask(hv, MASK_EOI_PENDING);
-            self.clear_pending(hv);
-        } else {
-            self.event_handler_exit(hv);
-        }
+        self.event_handler_exit(hv);
     }
 
     /// `event_handler_exit()`: `is_active` off, then PENDING cleared.
@@ -232,20 +238,31 @@ impl Linux {
         }
     }
 
-    /// `xen_irq_lateeoi()` for every handler `cpu` owes one: the handler
-    /// is over, `is_active` off, then the EOI mask lifted (a pending event
-    /// is linked again, to a vCPU of the set).
+    /// `xen_irq_lateeoi()` for the handler `cpu` owes one: the handler is
+    /// over, `is_active` off, then the EOI mask lifted (a pending event is
+    /// linked again, to a vCPU of the set). While the handler still runs
+    /// the EOI waits for it to return (`handle_irq_for_port` ends it), as
+    /// an event unmasked now could be run again by that handler's CPU
+    /// without an ack.
     pub fn lateeoi(&self, hv: &Hypervisor, cpu: u32) {
         if self.irq.eoi_owed.fetch_and(!(1 << cpu), Ordering::SeqCst) & 1 << cpu == 0 {
             return;
+        }
+        {
+            let mut h = lock(&self.irq.in_handler);
+            if *h == 1 && !self.bugs.has(Bug::EoiWhileHandlerRuns) {
+                *h = 2;
+                return;
+            }
         }
         hv.ghost().handler_end(self.irq.port);
         self.end_eoi_wait(hv);
     }
 
     /// `is_active` off and the EOI mask lifted in one hold of the info lock:
-    /// a mask-ack for a re-run that takes `is_active` in between would
-    /// otherwise have its EOI mask lifted here.
+    /// a CPU that takes the event in between (from a delivery it saw before
+    /// the ack), acks it and runs the handler would otherwise have that
+    /// run's EOI mask lifted here.
     fn end_eoi_wait(&self, hv: &Hypervisor) {
         let mut r = lock(&self.irq.mask_reason);
         *lock(&self.irq.is_active) = false;
