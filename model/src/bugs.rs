@@ -62,6 +62,14 @@ pub enum Bug {
     /// EOI mask in a second step, so a re-run's mask-ack that takes
     /// `is_active` in between has its EOI mask lifted.
     EoiUnmaskApart,
+    /// Xen (notify path): the sender tests the waiter's flag before it
+    /// writes the watched word, so a waiter that gives up in between blocks
+    /// on an event nobody kicks it for.
+    FlagTestedBeforeWord,
+    /// Xen (notify path): the sender writes the word and tests the flag
+    /// with no full barrier between, so the flag may be read before the
+    /// write is visible (store buffering), with the same result.
+    SendWithoutBarrier,
     /// Linux: the set handed to Xen is built from Linux CPU numbers rather
     /// than `xen_vcpu_nr()`, so it names other vCPUs where the two differ.
     SetFromLinuxCpuNumbers,
@@ -75,7 +83,7 @@ pub enum Bug {
 }
 
 impl Bug {
-    pub const ALL: [Bug; 19] = [
+    pub const ALL: [Bug; 21] = [
         Bug::NoTailInvalidation,
         Bug::SkipOldQueueLock,
         Bug::LockOrderInverted,
@@ -92,6 +100,8 @@ impl Bug {
         Bug::LateEoiClearsActiveAtAck,
         Bug::EoiWhileHandlerRuns,
         Bug::EoiUnmaskApart,
+        Bug::FlagTestedBeforeWord,
+        Bug::SendWithoutBarrier,
         Bug::SetFromLinuxCpuNumbers,
         Bug::OfflineCpuLeftInSet,
         Bug::DeadCpuDropsEvent,
@@ -115,6 +125,8 @@ impl Bug {
             Bug::LateEoiClearsActiveAtAck => "lateeoi-clears-active-at-ack",
             Bug::EoiWhileHandlerRuns => "eoi-while-handler-runs",
             Bug::EoiUnmaskApart => "eoi-unmask-apart",
+            Bug::FlagTestedBeforeWord => "flag-tested-before-word",
+            Bug::SendWithoutBarrier => "send-without-barrier",
             Bug::SetFromLinuxCpuNumbers => "set-from-linux-cpu-numbers",
             Bug::OfflineCpuLeftInSet => "offline-cpu-left-in-set",
             Bug::DeadCpuDropsEvent => "dead-cpu-drops-event",

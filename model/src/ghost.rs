@@ -41,7 +41,11 @@ pub mod inv {
     /// ids, within the online CPUs, and Xen's bound vCPU is the guest's.
     pub const SET_MATCHES_AFFINITY: &str = "xen-set-matches-affinity";
 
-    pub const ALL: [&str; 11] = [
+    /// A vCPU that waits in Xen for an event is never left blocked with
+    /// the event raised and no kick on its way.
+    pub const NO_LOST_WAKEUP: &str = "no-lost-wakeup";
+
+    pub const ALL: [&str; 12] = [
         NO_LOST_EVENT,
         NO_DOUBLE_HANDLING,
         LINKED_ON_ONE_QUEUE,
@@ -53,6 +57,7 @@ pub mod inv {
         HEAVY_MATCHES_LOAD,
         NO_CONCURRENT_HANDLER,
         SET_MATCHES_AFFINITY,
+        NO_LOST_WAKEUP,
     ];
 }
 

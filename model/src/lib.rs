@@ -7,6 +7,7 @@
 //! - [`hypervisor`]: Xen 4.17's `event_fifo.c` and the channel operations.
 //! - [`linux_irq`]: Linux's IRQ layer over the consumer (`is_active`, acks,
 //!   lateeoi, mask reasons, vCPU sets from affinity, CPU hotplug).
+//! - [`notify`]: the dedicated-core wait in Xen and its sender's skipped kick.
 //! - [`fairness`]: Jain's index, how evenly events spread over vCPUs.
 //! - [`ghost`]: invariants, by name, and the bookkeeping that checks them.
 //! - [`scenarios`]: the interleavings loom explores; [`bugs`]: seeded mistakes.
@@ -17,6 +18,7 @@ pub mod bugs;
 pub mod error;
 pub mod fairness;
 pub mod guest;
+pub mod notify;
 pub mod route;
 pub mod sync;
 

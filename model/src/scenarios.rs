@@ -11,6 +11,7 @@ use crate::guest::{self, Consumer};
 use crate::hypervisor::sched::LOAD_BOUND;
 use crate::hypervisor::{Config, Hypervisor, Kind, RunState};
 use crate::linux_irq::Linux;
+use crate::notify::{WaitEnd, WaitWord};
 use crate::route::Policy;
 use crate::sync::{thread, Arc};
 
@@ -129,6 +130,12 @@ pub const SCENARIOS: &[Scenario] = &[
         min_preemptions: Some(4),
     },
     Scenario {
+        name: "wait-in-xen-vs-send",
+        about: "notify path: a vCPU waits in Xen on its pending word while another pCPU raises an event and a softirq may end the wait",
+        run: wait_in_xen_vs_send,
+        min_preemptions: None,
+    },
+    Scenario {
         name: "cpu-offline-with-event-linked",
         about: "Linux: CPU1 goes offline with the event linked on its queue while Xen raises it again",
         run: cpu_offline_with_event_linked,
@@ -185,6 +192,8 @@ pub const SEEDED_BUGS: &[SeededBug] = &[
         invariant: inv::NO_CONCURRENT_HANDLER,
     },
     SeededBug { bug: Bug::EoiUnmaskApart, scenario: "lateeoi-handler-runs-again", invariant: inv::UNMASK_DELIVERS },
+    SeededBug { bug: Bug::FlagTestedBeforeWord, scenario: "wait-in-xen-vs-send", invariant: inv::NO_LOST_WAKEUP },
+    SeededBug { bug: Bug::SendWithoutBarrier, scenario: "wait-in-xen-vs-send", invariant: inv::NO_LOST_WAKEUP },
     SeededBug {
         bug: Bug::SetFromLinuxCpuNumbers,
         scenario: "raise-while-handler-runs",
@@ -632,6 +641,26 @@ fn lateeoi_handler_runs_again(bugs: Bugs) {
     st.give(0, cpu0.join().unwrap());
     xen.join().unwrap();
     st.quiesce();
+}
+
+fn wait_in_xen_vs_send(bugs: Bugs) {
+    let w = Arc::new(WaitWord::default());
+    let softirq = Arc::new(crate::sync::AtomicBool::new(false));
+    let (w1, s1) = (Arc::clone(&w), Arc::clone(&softirq));
+    let waiter = thread::spawn(move || w1.wait(&s1));
+    let w2 = Arc::clone(&w);
+    let sender = thread::spawn(move || w2.notify(bugs));
+    // Another unit becomes runnable on the waiter's pCPU (or a timer).
+    softirq.store(true, crate::sync::Ordering::Relaxed);
+    let end = waiter.join().unwrap();
+    sender.join().unwrap();
+    let woken = w.woken.load(crate::sync::Ordering::Relaxed);
+    if end == WaitEnd::Blocked && !woken {
+        crate::ghost::violated(
+            inv::NO_LOST_WAKEUP,
+            format_args!("the vCPU blocked after its wait with the event raised, and no kick woke it"),
+        );
+    }
 }
 
 fn cpu_offline_with_event_linked(bugs: Bugs) {

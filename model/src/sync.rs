@@ -6,10 +6,10 @@
 //! it they are the real ones (as tokio's `src/loom/` does).
 
 #[cfg(feature = "loom")]
-pub use loom::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
+pub use loom::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 #[cfg(not(feature = "loom"))]
-pub use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
+pub use core::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 #[cfg(feature = "loom")]
 pub use loom::sync::{Arc, Mutex, MutexGuard};

@@ -60,6 +60,7 @@ scenarios! {
     scenario_raise_while_handler_runs => "raise-while-handler-runs",
     scenario_set_change_while_lateeoi_pending => "set-change-while-lateeoi-pending",
     scenario_lateeoi_handler_runs_again => "lateeoi-handler-runs-again",
+    scenario_wait_in_xen_vs_send => "wait-in-xen-vs-send",
     scenario_cpu_offline_with_event_linked => "cpu-offline-with-event-linked",
 }
 
