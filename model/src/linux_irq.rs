@@ -271,19 +271,11 @@ impl Linux {
             self.do_unmask(hv, MASK_EOI_PENDING);
             return;
         }
-        *r &= !MASK_EOI_PENDING;
-        if *r == 0 {
-            hv.ghost().guest_unmasked(self.irq.port);
-            guest::unmask(hv.shared(), hv, self.irq.port, self.bugs);
-        }
+        self.lift(hv, &mut r, MASK_EOI_PENDING);
     }
 
     pub fn eoi_owed(&self) -> u64 {
         self.irq.eoi_owed.load(Ordering::SeqCst)
-    }
-
-    pub fn handler_runs(&self) -> u64 {
-        self.irq.runs.load(Ordering::Relaxed)
     }
 
     /// `do_mask()`: mask in Xen's word when the first reason comes.
@@ -298,7 +290,11 @@ impl Linux {
     /// `do_unmask()`: unmask when the last reason goes (a pending event is
     /// linked by Xen: EVTCHNOP_unmask).
     fn do_unmask(&self, hv: &Hypervisor, reason: u8) {
-        let mut r = lock(&self.irq.mask_reason);
+        self.lift(hv, &mut lock(&self.irq.mask_reason), reason);
+    }
+
+    /// Drop `reason` from the held mask reasons `r`; unmask when none is left.
+    fn lift(&self, hv: &Hypervisor, r: &mut u8, reason: u8) {
         *r &= !reason;
         if *r == 0 {
             hv.ghost().guest_unmasked(self.irq.port);
@@ -383,11 +379,11 @@ impl Linux {
             }
             // EVTCHNOP_unmask queues a pending event, masked or not; if a
             // mask reason is held, whoever lifts the last one does.
+            // Held across the hypercall, as Linux holds info->lock.
             let r = lock(&self.irq.mask_reason);
             if *r == 0 {
                 let _ = hv.unmask(port);
             }
-            drop(r);
         });
     }
 

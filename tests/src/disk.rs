@@ -8,7 +8,7 @@
 use crate::linux::{effective, irq_row, set_affinity};
 use crate::xen::{pin, Privcmd};
 use crate::xenstat::{busiest_pirq, dom0_channels};
-use crate::{report, ALL_VCPUS};
+use crate::{per_cpu_delta, percentile, report, ALL_VCPUS};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -92,10 +92,9 @@ pub fn disk(pc: &Privcmd, sched: &str) -> bool {
                 }
                 let (irq_after, xen_after) = (irq_row(DISK_IRQ_NAME).map(|r| r.dense()), dom0_channels(pc));
                 if let (Ok(b), Ok(a)) = (irq_before, irq_after) {
-                    ph.per_vcpu.resize(a.len().max(ph.per_vcpu.len()), 0);
-                    for (i, n) in a.iter().enumerate() {
-                        ph.per_vcpu[i] += n - b.get(i).copied().unwrap_or(0);
-                    }
+                    let d = per_cpu_delta(&a, &b);
+                    ph.per_vcpu.resize(d.len().max(ph.per_vcpu.len()), 0);
+                    ph.per_vcpu.iter_mut().zip(d).for_each(|(sum, n)| *sum += n);
                 }
                 match (xen_before, xen_after) {
                     (Ok(b), Ok(a)) => match busiest_pirq(&b, &a) {
@@ -127,12 +126,7 @@ pub fn disk(pc: &Privcmd, sched: &str) -> bool {
     let mut shares = [0.0; 2];
     for (i, (label, ph)) in ["single", "set"].iter().zip(phases.iter_mut()).enumerate() {
         ph.lat_us.sort_by(f64::total_cmp);
-        let pct = |p: f64| {
-            ph.lat_us
-                .get(((ph.lat_us.len() as f64 * p) as usize).min(ph.lat_us.len().saturating_sub(1)))
-                .copied()
-                .unwrap_or(0.0)
-        };
+        let pct = |p: f64| percentile(&ph.lat_us, p).unwrap_or(0.0);
         let total: u64 = ph.routed.iter().sum();
         shares[i] = if total == 0 { 0.0 } else { ph.routed[0] as f64 / total as f64 };
         println!(

@@ -4,7 +4,7 @@
 
 use crate::linux::{cpu_online, effective, irq_row, kernel_log, set_affinity, BAD_LOG_LINES};
 use crate::xen::{pin, Privcmd};
-use crate::{report, Pair, ALL_VCPUS};
+use crate::{per_cpu_delta, report, Pair, ALL_VCPUS};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -218,7 +218,7 @@ pub fn compat(pc: &Privcmd, mode: &str) -> bool {
     let before = irq_row("evtchn:evr-cp-rx").map(|r| r.dense()).unwrap_or_default();
     let got = pings(&mut pair, 100, 1);
     let after = irq_row("evtchn:evr-cp-rx").map(|r| r.dense()).unwrap_or_default();
-    let delta: Vec<u64> = after.iter().zip(before.iter().chain(std::iter::repeat(&0))).map(|(a, b)| a - b).collect();
+    let delta = per_cpu_delta(&after, &before);
     let on_eff: u64 = delta.iter().enumerate().filter(|(c, _)| eff >> c & 1 == 1).map(|(_, n)| n).sum();
     let total: u64 = delta.iter().sum();
     report(

@@ -31,6 +31,18 @@ const ENOSYS: i32 = 38;
 const BUSY: [usize; 2] = [2, 3];
 pub(crate) const ALL_VCPUS: u64 = 0b1111;
 
+/// Per-CPU counts gained between two reads of an IRQ's row (a CPU missing
+/// from `before` counted from 0).
+pub(crate) fn per_cpu_delta(after: &[u64], before: &[u64]) -> Vec<u64> {
+    after.iter().zip(before.iter().chain(std::iter::repeat(&0))).map(|(a, b)| a - b).collect()
+}
+
+/// The value at fraction `p` of an ascending slice (nearest rank, the
+/// last for p = 1); `None` if empty.
+pub(crate) fn percentile<T: Copy>(sorted: &[T], p: f64) -> Option<T> {
+    sorted.get(((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1))).copied()
+}
+
 pub(crate) fn report(name: &str, ok: bool, detail: String) -> bool {
     println!("EVROUTE {name} {} {detail}", if ok { "PASS" } else { "FAIL" });
     ok
@@ -192,14 +204,12 @@ fn share(pc: &Privcmd, name: &str, vcpus: Option<u64>, mode: &str) -> bool {
         receiver.join().expect("receiver")
     });
     let after = irq_counts(&rx.name).unwrap_or_default();
-    let counts: Vec<u64> = after.iter().zip(before.iter().chain(std::iter::repeat(&0))).map(|(a, b)| a - b).collect();
+    let counts = per_cpu_delta(&after, &before);
     let total: u64 = counts.iter().sum();
     let on_running: u64 = BUSY.iter().map(|&c| counts.get(c).copied().unwrap_or(0)).sum();
     let share = if total == 0 { 0.0 } else { on_running as f64 / total as f64 };
     lat.sort_unstable();
-    let pct = |p: f64| {
-        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).map_or(0.0, |n| *n as f64 / 1000.0)
-    };
+    let pct = |p: f64| percentile(&lat, p).map_or(0.0, |n| n as f64 / 1000.0);
     println!(
         "EVROUTE-METRIC scenario={name} mode={mode} bound_vcpu={bound} pings={} handled={total} per_vcpu={counts:?} running_share={share:.3} jain={:.3} p50_us={:.1} p99_us={:.1}",
         lat.len(),

@@ -8,7 +8,7 @@
 //! inputs builds nothing. Older trees are removed (each is ~1.5 GB).
 
 use crate::run::Steps;
-use crate::xen::{apt_install, cache_dir, on_path, repo_root, sha256, sha256_str};
+use crate::xen::{apt_install, cache_dir, on_path, repo_root, series_in, sha256, sha256_str};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -40,20 +40,7 @@ fn linux_dir() -> PathBuf {
 
 /// The series, in order (the cover letter excluded).
 pub fn series() -> Result<Vec<PathBuf>, String> {
-    let dir = linux_dir();
-    let mut patches: Vec<PathBuf> = fs::read_dir(&dir)
-        .map_err(|e| format!("{}: {e}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            name.ends_with(".patch") && !name.starts_with("0000-")
-        })
-        .collect();
-    patches.sort();
-    if patches.is_empty() {
-        return Err(format!("no patches in {}", dir.display()));
-    }
-    Ok(patches)
+    series_in(&linux_dir())
 }
 
 /// `CONFIG_X=y` / `CONFIG_X=n` lines of dom0.config; a bad line is an

@@ -57,8 +57,13 @@ pub fn repo_root() -> PathBuf {
 
 /// The series, in order (`xen-patch/0001-…patch`, cover letter excluded).
 pub fn series() -> Result<Vec<PathBuf>, String> {
-    let dir = repo_root().join("xen-patch");
-    let mut patches: Vec<PathBuf> = fs::read_dir(&dir)
+    series_in(&repo_root().join("xen-patch"))
+}
+
+/// The `git format-patch` files of `dir`, in order, the cover letter
+/// (`0000-…`) excluded; none is an error.
+pub fn series_in(dir: &Path) -> Result<Vec<PathBuf>, String> {
+    let mut patches: Vec<PathBuf> = fs::read_dir(dir)
         .map_err(|e| format!("{}: {e}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
