@@ -66,10 +66,15 @@ pub enum Bug {
     /// writes the watched word, so a waiter that gives up in between blocks
     /// on an event nobody kicks it for.
     FlagTestedBeforeWord,
-    /// Xen (notify path): the sender writes the word and tests the flag
-    /// with no full barrier between, so the flag may be read before the
-    /// write is visible (store buffering), with the same result.
+    /// Xen (notify path): the sender clears `_VPF_blocked` and tests the
+    /// flag with no full barrier between, so the flag may be read before
+    /// the clear is visible (store buffering), with the same result.
     SendWithoutBarrier,
+    /// Xen (notify path): the waiter that gives up clears its flag and the
+    /// schedule reads `_VPF_blocked` with no full barrier between: it may
+    /// read the bit still set while a sender reads the flag still set and
+    /// skips the wake-up.
+    GiveUpWithoutBarrier,
     /// Linux: the set handed to Xen is built from Linux CPU numbers rather
     /// than `xen_vcpu_nr()`, so it names other vCPUs where the two differ.
     SetFromLinuxCpuNumbers,
@@ -83,7 +88,7 @@ pub enum Bug {
 }
 
 impl Bug {
-    pub const ALL: [Bug; 21] = [
+    pub const ALL: [Bug; 22] = [
         Bug::NoTailInvalidation,
         Bug::SkipOldQueueLock,
         Bug::LockOrderInverted,
@@ -102,6 +107,7 @@ impl Bug {
         Bug::EoiUnmaskApart,
         Bug::FlagTestedBeforeWord,
         Bug::SendWithoutBarrier,
+        Bug::GiveUpWithoutBarrier,
         Bug::SetFromLinuxCpuNumbers,
         Bug::OfflineCpuLeftInSet,
         Bug::DeadCpuDropsEvent,
@@ -127,6 +133,7 @@ impl Bug {
             Bug::EoiUnmaskApart => "eoi-unmask-apart",
             Bug::FlagTestedBeforeWord => "flag-tested-before-word",
             Bug::SendWithoutBarrier => "send-without-barrier",
+            Bug::GiveUpWithoutBarrier => "give-up-without-barrier",
             Bug::SetFromLinuxCpuNumbers => "set-from-linux-cpu-numbers",
             Bug::OfflineCpuLeftInSet => "offline-cpu-left-in-set",
             Bug::DeadCpuDropsEvent => "dead-cpu-drops-event",

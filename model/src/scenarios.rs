@@ -131,7 +131,7 @@ pub const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "wait-in-xen-vs-send",
-        about: "notify path: a vCPU waits in Xen on its pending word while another pCPU raises an event and a softirq may end the wait",
+        about: "notify path: a vCPU blocks and waits in Xen on _VPF_blocked while another pCPU raises an event and a softirq may end the wait",
         run: wait_in_xen_vs_send,
         min_preemptions: None,
     },
@@ -194,6 +194,7 @@ pub const SEEDED_BUGS: &[SeededBug] = &[
     SeededBug { bug: Bug::EoiUnmaskApart, scenario: "lateeoi-handler-runs-again", invariant: inv::UNMASK_DELIVERS },
     SeededBug { bug: Bug::FlagTestedBeforeWord, scenario: "wait-in-xen-vs-send", invariant: inv::NO_LOST_WAKEUP },
     SeededBug { bug: Bug::SendWithoutBarrier, scenario: "wait-in-xen-vs-send", invariant: inv::NO_LOST_WAKEUP },
+    SeededBug { bug: Bug::GiveUpWithoutBarrier, scenario: "wait-in-xen-vs-send", invariant: inv::NO_LOST_WAKEUP },
     SeededBug {
         bug: Bug::SetFromLinuxCpuNumbers,
         scenario: "raise-while-handler-runs",
@@ -647,18 +648,28 @@ fn wait_in_xen_vs_send(bugs: Bugs) {
     let w = Arc::new(WaitWord::default());
     let softirq = Arc::new(crate::sync::AtomicBool::new(false));
     let (w1, s1) = (Arc::clone(&w), Arc::clone(&softirq));
-    let waiter = thread::spawn(move || w1.wait(&s1));
+    let waiter = thread::spawn(move || {
+        let end = w1.block(&s1, bugs);
+        // On the way back to the guest, Xen checks for pending events.
+        (end, w1.pending.load(crate::sync::Ordering::Relaxed) != 0)
+    });
     let w2 = Arc::clone(&w);
     let sender = thread::spawn(move || w2.notify(bugs));
     // Another unit becomes runnable on the waiter's pCPU (or a timer).
     softirq.store(true, crate::sync::Ordering::Relaxed);
-    let end = waiter.join().unwrap();
+    let (end, saw_event) = waiter.join().unwrap();
     sender.join().unwrap();
     let woken = w.woken.load(crate::sync::Ordering::Relaxed);
-    if end == WaitEnd::Blocked && !woken {
+    if end == WaitEnd::Descheduled && !woken {
         crate::ghost::violated(
             inv::NO_LOST_WAKEUP,
-            format_args!("the vCPU blocked after its wait with the event raised, and no kick woke it"),
+            format_args!("the vCPU was descheduled after its wait with the event raised, and no sender woke it"),
+        );
+    }
+    if matches!(end, WaitEnd::Woken | WaitEnd::Runnable) && !saw_event {
+        crate::ghost::violated(
+            inv::NO_LOST_WAKEUP,
+            format_args!("the vCPU went back to its guest ({end:?}) without seeing the event that ended its block"),
         );
     }
 }

@@ -32,6 +32,11 @@ enum Ev {
     Resched(u32, u64),
     /// The scheduler's periodic accounting.
     Tick,
+    /// A blocked vCPU's wake-up and schedule, `wake_us` after its IPI.
+    Wake(u32),
+    /// The vCPU's wait in Xen (`evtchn-wait`) reaches its bound, unless it
+    /// ended since (`gen`).
+    WaitEnd(u32, u64),
 }
 
 struct Timed {
@@ -117,6 +122,10 @@ struct Vcpu {
     inbox: Vec<Work>,
     ipi_chan: usize,
     run_since: Ns,
+    /// Waiting in Xen for an event instead of blocking (`evtchn-wait`):
+    /// still running, and holding its pCPU.
+    waiting: bool,
+    wait_gen: u64,
 }
 
 struct Domain {
@@ -147,6 +156,10 @@ pub struct Host {
     end: Ns,
     send: Ns,
     entry: Ns,
+    wake: Ns,
+    watch: Ns,
+    /// `evtchn-wait-us`; 0: off.
+    wait: Ns,
     heap: BinaryHeap<Timed>,
     seq: u64,
     sched: Box<dyn Scheduler>,
@@ -210,6 +223,8 @@ impl Host {
                     inbox: Vec::new(),
                     ipi_chan: chans.len() - 1,
                     run_since: 0,
+                    waiting: false,
+                    wait_gen: 0,
                 });
             }
         }
@@ -262,6 +277,9 @@ impl Host {
             warmup,
             end: warmup + ms(*s.duration_ms.get_ref()),
             send: us(s.costs.send_us),
+            wake: us(s.costs.wake_us),
+            watch: us(s.costs.watch_us),
+            wait: us(s.host.wait_us()),
             entry: us(s.costs.entry_us),
             heap: BinaryHeap::new(),
             seq: 0,
@@ -317,6 +335,14 @@ impl Host {
                 Ev::Resched(p, gen) => {
                     if self.pcpus[p as usize].gen == gen {
                         self.do_schedule(p as usize, at);
+                    }
+                }
+                Ev::Wake(v) => self.wake(v as usize),
+                Ev::WaitEnd(v, gen) => {
+                    let v = v as usize;
+                    if self.vcpus[v].waiting && self.vcpus[v].wait_gen == gen {
+                        self.stop_waiting(v, false);
+                        self.deschedule(v);
                     }
                 }
                 Ev::Tick => {
@@ -397,7 +423,9 @@ impl Host {
         // `vcpu_mark_events_pending`: notify only when the flag was clear.
         if !vc.upcall_pending {
             vc.upcall_pending = true;
-            self.push(self.now + self.send, Ev::Deliver(v as u32));
+            // A vCPU waiting in Xen sees the write itself: no IPI.
+            let cost = if vc.waiting { self.watch } else { self.send };
+            self.push(self.now + cost, Ev::Deliver(v as u32));
         }
         true
     }
@@ -412,6 +440,11 @@ impl Host {
             return;
         }
         match vc.state {
+            RunState::Running if vc.waiting => {
+                vc.noticed = true;
+                self.stop_waiting(v, true);
+                self.interrupt(v);
+            }
             RunState::Running => {
                 self.metrics.ipis += u64::from(measuring);
                 vc.noticed = true;
@@ -421,7 +454,11 @@ impl Host {
             }
             RunState::Blocked => {
                 self.metrics.wakeups += u64::from(measuring);
-                self.wake(v);
+                if self.wake > 0 {
+                    self.push(now + self.wake, Ev::Wake(v as u32));
+                } else {
+                    self.wake(v);
+                }
             }
             RunState::Runnable | RunState::Offline => {}
         }
@@ -436,6 +473,9 @@ impl Host {
     }
 
     fn wake(&mut self, v: VcpuId) {
+        if self.vcpus[v].state != RunState::Blocked {
+            return; // Woken already (an earlier Wake).
+        }
         self.set_state(v, RunState::Runnable);
         if let Some((p, at)) = self.sched.wake(v, self.now, &self.views) {
             self.views[p].tickled = true;
@@ -456,6 +496,11 @@ impl Host {
 
     fn do_schedule(&mut self, p: Pcpu, now: Ns) {
         let prev = self.views[p].cur;
+        // Anything for this pCPU (Xen: a softirq) ends a wait: it blocks.
+        if let Some(v) = prev.filter(|&v| self.vcpus[v].waiting) {
+            self.stop_waiting(v, false);
+            self.set_state(v, RunState::Blocked);
+        }
         match prev {
             Some(v) => {
                 self.pause(v, now);
@@ -495,9 +540,37 @@ impl Host {
     }
 
     fn block(&mut self, v: VcpuId) {
+        let p = self.vcpus[v].pcpu.expect("a running vCPU blocks");
+        // `evtchn-wait`: wait in Xen first where the pCPU would go idle.
+        // The vCPU stays running (for routing too) and keeps its pCPU.
+        if self.wait > 0 && self.sched.idle_on_block(p) {
+            let vc = &mut self.vcpus[v];
+            vc.waiting = true;
+            vc.wait_gen += 1;
+            let gen = vc.wait_gen;
+            self.push(self.now + self.wait, Ev::WaitEnd(v as u32, gen));
+            return;
+        }
+        self.deschedule(v);
+    }
+
+    /// Blocked: off its pCPU until a wake-up.
+    fn deschedule(&mut self, v: VcpuId) {
         self.set_state(v, RunState::Blocked);
         let p = self.vcpus[v].pcpu.take().expect("a running vCPU blocks");
         self.do_schedule(p, self.now);
+    }
+
+    /// The wait ends: by the event (`hit`), or to block after all.
+    fn stop_waiting(&mut self, v: VcpuId, hit: bool) {
+        let measuring = self.measuring(self.now);
+        self.vcpus[v].waiting = false;
+        self.vcpus[v].wait_gen += 1;
+        if hit {
+            self.metrics.waits_hit += u64::from(measuring);
+        } else {
+            self.metrics.waits_gave_up += u64::from(measuring);
+        }
     }
 
     // ---- The guest ---------------------------------------------------------

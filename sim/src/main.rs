@@ -38,6 +38,10 @@ struct Common {
     /// Override the scenario's seed.
     #[arg(long)]
     seed: Option<u64>,
+    /// Override the host's `evtchn_wait_us` (Xen's evtchn-wait-us with
+    /// evtchn-wait=poll; 0: off).
+    #[arg(long, value_name = "US")]
+    evtchn_wait_us: Option<f64>,
     /// Override the simulated time per policy (ms).
     #[arg(long, value_name = "MS", value_parser = positive)]
     duration_ms: Option<f64>,
@@ -103,6 +107,12 @@ fn load(c: &Common) -> Result<Scenario, String> {
     }
     if let Some(d) = c.duration_ms {
         *s.duration_ms.get_mut() = d;
+    }
+    if let Some(w) = c.evtchn_wait_us {
+        if !(w == 0.0 || (1.0..=1000.0).contains(&w)) {
+            return Err(format!("--evtchn-wait-us {w}: allowed 0 (off) or 1 to 1000, as Xen's evtchn-wait-us"));
+        }
+        s.host.evtchn_wait_us = Some(toml::Spanned::new(0..0, w));
     }
     Ok(s)
 }

@@ -72,6 +72,10 @@ pub struct Metrics {
     pub ipis: u64,
     /// Blocked vCPUs woken by an event.
     pub wakeups: u64,
+    /// `evtchn-wait`: waits in Xen ended by an event, and waits that ended
+    /// in a block after all.
+    pub waits_hit: u64,
+    pub waits_gave_up: u64,
     pub context_switches: u64,
     pub run_time: Vec<Ns>,
     pub idle_time: Vec<Ns>,

@@ -25,6 +25,10 @@ pub struct PolicyResult {
     pub jain: f64,
     pub ipis_per_event: f64,
     pub wakeups_per_event: f64,
+    /// `evtchn-wait`: waits in Xen ended by an event, and that blocked
+    /// after all.
+    pub waits_hit: u64,
+    pub waits_gave_up: u64,
     pub context_switches: u64,
     pub engine_events: u64,
 }
@@ -36,6 +40,8 @@ pub struct Report {
     pub pcpus: u32,
     pub vcpus: u32,
     pub scheduler: String,
+    /// Xen's `evtchn-wait-us` (0: `evtchn-wait=off`).
+    pub evtchn_wait_us: f64,
     pub simulated_ms: f64,
     pub policies: Vec<PolicyResult>,
 }
@@ -77,6 +83,8 @@ fn summarise(s: &Scenario, policy: Policy, m: &Metrics) -> PolicyResult {
         jain: round3(jain(&in_set)),
         ipis_per_event: per(m.ipis),
         wakeups_per_event: per(m.wakeups),
+        waits_hit: m.waits_hit,
+        waits_gave_up: m.waits_gave_up,
         context_switches: m.context_switches,
         engine_events: m.engine_events,
     }
@@ -93,6 +101,7 @@ pub fn run_all(s: &Scenario, policies: &[Policy]) -> Result<(Report, Vec<Metrics
         pcpus: *s.host.pcpus.get_ref(),
         vcpus: s.total_vcpus(),
         scheduler: format!("{:?}", s.host.scheduler).to_lowercase(),
+        evtchn_wait_us: s.host.wait_us(),
         simulated_ms: *s.duration_ms.get_ref(),
         policies: results,
     };
@@ -137,6 +146,15 @@ pub fn table(r: &Report) -> String {
     }
     for p in &r.policies {
         let _ = writeln!(out, "handled per vCPU, {:<9} {:?}", p.policy, p.handled_per_vcpu);
+    }
+    if r.evtchn_wait_us > 0.0 {
+        for p in &r.policies {
+            let _ = writeln!(
+                out,
+                "evtchn-wait {} µs, {:<9} {} waits ended by an event, {} without one",
+                r.evtchn_wait_us, p.policy, p.waits_hit, p.waits_gave_up
+            );
+        }
     }
     let get = |name: &str| r.policies.iter().find(|p| p.policy == name);
     if let (Some(b), Some(pr)) = (get("off"), get("running")) {

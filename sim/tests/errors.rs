@@ -82,3 +82,12 @@ fn bad_flags_and_files_exit_non_zero_and_say_why() {
     assert_eq!(code, 2);
     assert!(e.contains("/nonexistent.toml: cannot read"), "{e}");
 }
+
+#[test]
+fn an_evtchn_wait_bound_outside_xens_range_is_refused_at_its_line() {
+    let text = default_with("ratelimit_us = 1000", "ratelimit_us = 1000\nevtchn_wait_us = 5000");
+    let e = err(&text);
+    let line = line_of(&text, "evtchn_wait_us = 5000");
+    assert!(e.contains(&format!("bad.toml:{line}:")), "{e}");
+    assert!(e.contains("host.evtchn_wait_us: 5000; allowed 0 (off) or 1 to 1000"), "{e}");
+}

@@ -13,6 +13,7 @@
 mod disk;
 mod guest;
 mod linux;
+mod notify;
 mod xen;
 mod xenstat;
 
@@ -66,9 +67,25 @@ fn main() {
         println!("EVROUTE-DONE {}", if ok { "PASS" } else { "FAIL" });
         return;
     }
+    if mode == "bench-notify" {
+        let events = std::env::args().nth(2).and_then(|n| n.parse().ok()).unwrap_or(10_000);
+        if let Err(e) = notify::bench(&pc, events).map(drop) {
+            eprintln!("evroute-e2e bench-notify: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
+    if mode.starts_with("notify-") || mode.starts_with("shared-") {
+        let ok = notify::run(&pc, &mode);
+        println!("EVROUTE-DONE {}", if ok { "PASS" } else { "FAIL" });
+        return;
+    }
     if !["unpatched", "off", "running", "balanced"].contains(&mode.as_str()) {
         let guest: Vec<&str> = GUEST_MODES.iter().map(|(m, _)| *m).collect();
-        eprintln!("usage: evroute-e2e unpatched|off|running|balanced|{}", guest.join("|"));
+        eprintln!(
+            "usage: evroute-e2e unpatched|off|running|balanced|{}|notify-{{off,poll,mwait}}|shared-{{off,poll}}|bench-notify [EVENTS]",
+            guest.join("|")
+        );
         std::process::exit(2);
     }
     let mut ok = true;

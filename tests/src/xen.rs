@@ -38,12 +38,9 @@ impl Privcmd {
         Ok(Privcmd(OpenOptions::new().read(true).write(true).open("/dev/xen/privcmd")?))
     }
 
-    /// `HYPERVISOR_event_channel_op(cmd, arg)`: Ok, or the positive errno.
-    pub fn evtchn_op<T>(&self, cmd: u32, arg: &mut T) -> Result<(), i32> {
-        let mut h = Hypercall {
-            op: u64::from(xs::__HYPERVISOR_event_channel_op),
-            arg: [u64::from(cmd), arg as *mut T as u64, 0, 0, 0],
-        };
+    /// Hypercall `op(cmd, arg)`: Ok, or the positive errno.
+    fn call<T>(&self, op: u32, cmd: u32, arg: &mut T) -> Result<(), i32> {
+        let mut h = Hypercall { op: u64::from(op), arg: [u64::from(cmd), arg as *mut T as u64, 0, 0, 0] };
         // SAFETY: `h` is a live privcmd_hypercall; `arg` points to a live,
         // initialised T for the duration of the call, which is all Xen reads
         // or writes (PV dom0: Xen reads this process's memory directly).
@@ -53,6 +50,26 @@ impl Privcmd {
         } else {
             Ok(())
         }
+    }
+
+    /// `HYPERVISOR_event_channel_op(cmd, arg)`: Ok, or the positive errno.
+    pub fn evtchn_op<T>(&self, cmd: u32, arg: &mut T) -> Result<(), i32> {
+        self.call(xs::__HYPERVISOR_event_channel_op, cmd, arg)
+    }
+
+    /// `SCHEDOP_poll` on one port, no time-out: returns when the port is
+    /// or becomes pending, or spuriously (any event for this vCPU).
+    pub fn poll(&self, port: u32) -> Result<(), i32> {
+        /// `struct sched_poll` on x86-64: ports, nr_ports (+4 pad), timeout.
+        #[repr(C)]
+        struct SchedPoll {
+            ports: u64,
+            nr_ports: u32,
+            timeout: u64,
+        }
+        let mut ports = [port];
+        let mut sp = SchedPoll { ports: ports.as_mut_ptr() as u64, nr_ports: 1, timeout: 0 };
+        self.call(xs::__HYPERVISOR_sched_op, xs::SCHEDOP_poll, &mut sp)
     }
 
     /// `EVTCHNOP_set_vcpu_set` with a raw bitmap address (so tests can pass

@@ -21,22 +21,47 @@ pub struct Channel {
 
 /// dom0's channels by port, as the 'e' key prints them now.
 pub fn dom0_channels(pc: &Privcmd) -> Result<BTreeMap<u32, Channel>, String> {
+    parse_dom0(&key_dump(pc, 'e', "Routed events per vCPU")?)
+}
+
+/// What Xen prints for debug key `key`, up to and with the line holding
+/// `last`.
+fn key_dump(pc: &Privcmd, key: char, last: &str) -> Result<String, String> {
     let mut index = 0u32;
     // Skip what the ring holds already.
     pc.read_console(&mut index).map_err(|e| format!("readconsole: errno {e}"))?;
-    pc.debug_keys("e").map_err(|e| format!("debug key 'e': errno {e}"))?;
+    pc.debug_keys(&key.to_string()).map_err(|e| format!("debug key '{key}': errno {e}"))?;
     let mut text = String::new();
     let t = Instant::now();
     // The key's handler may run a little later (from a tasklet): wait for
-    // the dump's last line.
-    while !text.contains("Routed events per vCPU") {
+    // the dump's last line, whole.
+    while !text.lines().any(|l| l.contains(last)) || !text.ends_with('\n') {
         if t.elapsed() > Duration::from_secs(5) {
-            return Err("no 'Routed events per vCPU' line within 5 s of the 'e' key".into());
+            return Err(format!("no '{last}' line within 5 s of the '{key}' key"));
         }
         std::thread::sleep(Duration::from_millis(20));
         text.push_str(&pc.read_console(&mut index).map_err(|e| format!("readconsole: errno {e}"))?);
     }
-    parse_dom0(&text)
+    Ok(text)
+}
+
+/// Xen's software performance counters by name, summed over pCPUs (the
+/// 'p' key; Xen built with CONFIG_PERF_COUNTERS). `last` names the last
+/// counter Xen prints.
+pub fn perf_counters(pc: &Privcmd, last: &str) -> Result<BTreeMap<String, u64>, String> {
+    Ok(parse_perf_counters(&key_dump(pc, 'p', last)?))
+}
+
+/// `name  TOTAL[  n]  CPU00[ ...` lines of a 'p' dump.
+pub fn parse_perf_counters(text: &str) -> BTreeMap<String, u64> {
+    text.lines()
+        .filter_map(|l| {
+            let l = l.split_once("(XEN) ").map_or(l, |(_, r)| r);
+            let (name, rest) = l.split_once("TOTAL[")?;
+            let total = rest.split_once(']')?.0.trim().parse().ok()?;
+            Some((name.trim().to_string(), total))
+        })
+        .collect()
 }
 
 /// The channel lines of domain 0 in an 'e' dump.
@@ -117,6 +142,18 @@ mod tests {
         assert_eq!(c[&47], Channel { state: 4, bound: 2, set: Some("{0-3}".into()), routed: [812, 3, 1] });
         assert_eq!(c[&48].routed, [7, 0, 0]);
         assert_eq!(c[&1].set, None);
+    }
+
+    #[test]
+    fn perf_counters_are_read_by_name_with_their_totals() {
+        let dump = "(XEN) Xen performance counters SHOW  (now = 12)\n\
+                    (XEN) #IPIs                             TOTAL[         7]  CPU00[         3]  CPU01[         4]\n\
+                    (XEN) evtchn-wait: event came           TOTAL[      2000]  CPU00[         0]  CPU01[      2000]\n\
+                    (XEN) some array                        ARR00[         1]\n";
+        let c = parse_perf_counters(dump);
+        assert_eq!(c.get("#IPIs"), Some(&7));
+        assert_eq!(c.get("evtchn-wait: event came"), Some(&2000));
+        assert_eq!(c.len(), 2);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `cargo xtask <command>`: the project's commands, so README, CI and people
 //! run the same steps.
 
+mod bench_notify;
 mod bench_xen;
 mod e2e;
 mod linux;
@@ -36,6 +37,9 @@ enum Cmd {
     Linux,
     /// Instructions per set-pending (callgrind): unpatched, off, each policy.
     BenchXen,
+    /// The notify path's one-way latency on this machine (dom0 of a host
+    /// booted with the patched Xen), beside the modes recorded before.
+    BenchNotify(bench_notify::Args),
     /// Boot the patched (and unpatched) Xen under QEMU with a Linux dom0
     /// and run the end-to-end scenarios.
     E2e(e2e::Args),
@@ -48,6 +52,7 @@ fn main() -> ExitCode {
         Cmd::Xen(args) => xen::main(&args),
         Cmd::Linux => linux::main(),
         Cmd::BenchXen => bench_xen::main(),
+        Cmd::BenchNotify(args) => bench_notify::main(&args),
         Cmd::E2e(args) => e2e::main(&args),
     };
     match result {

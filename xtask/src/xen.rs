@@ -144,10 +144,21 @@ pub fn prepare_for_harness(steps: &mut Steps) -> Result<Tree, String> {
 }
 
 /// On top of defconfig: 32-bit PV guests (so the compat paths are built and
-/// checked), routing compiled in, and its per-channel counts, which the
-/// booted tests read (the unpatched tree has no such options; Kconfig drops
-/// them there).
-const CONFIG: [&str; 3] = ["CONFIG_PV32=y", "CONFIG_EVTCHN_ROUTE=y", "CONFIG_EVTCHN_ROUTE_STATS=y"];
+/// checked); the null scheduler (Debian's config has none: `sched=null`
+/// would fall back to credit2 silently), which needs EXPERT and
+/// UNSUPPORTED; software perf counters (IPIs and the notify path's counts,
+/// read through the 'p' key); routing compiled in, and its per-channel
+/// counts, which the booted tests read (the unpatched tree has no routing
+/// options; Kconfig drops them there).
+const CONFIG: [&str; 7] = [
+    "CONFIG_PV32=y",
+    "CONFIG_EXPERT=y",
+    "CONFIG_UNSUPPORTED=y",
+    "CONFIG_SCHED_NULL=y",
+    "CONFIG_PERF_COUNTERS=y",
+    "CONFIG_EVTCHN_ROUTE=y",
+    "CONFIG_EVTCHN_ROUTE_STATS=y",
+];
 
 pub fn build(steps: &mut Steps, tree: &Tree) -> Result<(), String> {
     let xen = tree.src.join("xen");

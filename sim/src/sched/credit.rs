@@ -84,6 +84,11 @@ impl Credit {
 }
 
 impl Scheduler for Credit {
+    /// Nothing waits in the (one) runqueue.
+    fn idle_on_block(&self, _p: Pcpu) -> bool {
+        self.runq.is_empty()
+    }
+
     fn wake(&mut self, v: VcpuId, now: Ns, pcpus: &[PcpuView]) -> Option<(Pcpu, Ns)> {
         self.blocked[v] = false;
         self.update_pri(v);

@@ -83,6 +83,11 @@ impl Credit2 {
 }
 
 impl Scheduler for Credit2 {
+    /// Nothing waits in the (one) runqueue.
+    fn idle_on_block(&self, _p: Pcpu) -> bool {
+        self.runq.is_empty()
+    }
+
     fn wake(&mut self, v: VcpuId, now: Ns, pcpus: &[PcpuView]) -> Option<(Pcpu, Ns)> {
         self.runq.push(v);
         // An idle pCPU first, the one it last ran on if that is idle.

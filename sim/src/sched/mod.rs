@@ -44,6 +44,10 @@ pub trait Scheduler: Send {
     /// whether that vCPU is still runnable (false: it blocked).
     fn schedule(&mut self, p: Pcpu, now: Ns, prev: Option<(VcpuId, bool)>) -> Pick;
 
+    /// Would `p` run nothing else if its vCPU blocked now (Xen's
+    /// `idle_on_block` hook, which `evtchn-wait` asks before it waits)?
+    fn idle_on_block(&self, p: Pcpu) -> bool;
+
     /// The period of [`Scheduler::tick`], if the scheduler has one.
     fn tick_period(&self) -> Option<Ns> {
         None

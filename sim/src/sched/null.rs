@@ -24,6 +24,11 @@ impl Scheduler for Null {
         Some((v, now))
     }
 
+    /// A pCPU runs its one vCPU or nothing.
+    fn idle_on_block(&self, _p: Pcpu) -> bool {
+        true
+    }
+
     fn schedule(&mut self, p: Pcpu, _now: Ns, prev: Option<(VcpuId, bool)>) -> Pick {
         debug_assert!(p < self.nr_pcpus);
         if let Some((v, false)) = prev {
