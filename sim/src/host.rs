@@ -95,6 +95,7 @@ enum Phase {
 struct Work {
     raises: Vec<Ns>,
     remaining: Ns,
+    source: usize,
 }
 
 struct Vcpu {
@@ -650,7 +651,7 @@ impl Host {
             }
             Phase::Worker => {
                 let w = self.vcpus[v].worker.pop_front().expect("worker phase has work");
-                self.complete(w.raises);
+                self.complete(w.raises, w.source);
                 self.vcpus[v].phase = Phase::Idle;
                 self.resume(v);
             }
@@ -679,8 +680,14 @@ impl Host {
             if self.measuring(now) {
                 self.metrics.handled[v] += 1;
             }
-            for &r in raises.iter().filter(|&&r| r >= self.warmup) {
-                self.metrics.handler.record(now - r);
+            // The first raise made the event pending; the rest merged into it.
+            if let Some((&first, merged)) = raises.split_first() {
+                if first >= self.warmup {
+                    self.metrics.handler.record(now - first);
+                }
+                for &r in merged.iter().filter(|&&r| r >= self.warmup) {
+                    self.metrics.merged.record(now - r);
+                }
             }
             let vc = &mut self.vcpus[v];
             vc.batch = raises;
@@ -694,11 +701,12 @@ impl Host {
 
     fn finish_handler(&mut self, v: VcpuId) {
         let raises = std::mem::take(&mut self.vcpus[v].batch);
-        let deferred = self.sources[self.vcpus[v].handling].deferred;
+        let source = self.vcpus[v].handling;
+        let deferred = self.sources[source].deferred;
         match deferred {
-            None => self.complete(raises),
+            None => self.complete(raises, source),
             Some((w, cost)) => {
-                let work = Work { raises, remaining: cost };
+                let work = Work { raises, remaining: cost, source };
                 if w == v {
                     self.vcpus[v].worker.push_back(work);
                 } else {
@@ -710,12 +718,16 @@ impl Host {
         }
     }
 
-    fn complete(&mut self, mut raises: Vec<Ns>) {
+    fn complete(&mut self, mut raises: Vec<Ns>, source: usize) {
         let now = self.now;
-        for &r in raises.iter().filter(|&&r| r >= self.warmup) {
-            self.metrics.completion.record(now - r);
+        if let Some(&first) = raises.first().filter(|&&r| r >= self.warmup) {
+            self.metrics.completion.record(now - first);
         }
         raises.clear();
         self.spare.push(raises);
+        let s = &mut self.sources[source];
+        if let Some(t) = s.arrivals.after_completion(now, &mut s.rng) {
+            self.push(t, Ev::Raise(source as u32));
+        }
     }
 }

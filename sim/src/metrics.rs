@@ -59,10 +59,15 @@ pub struct LatencySummary {
 /// counted from time 0 (it is what the conservation check adds up).
 #[derive(Default)]
 pub struct Metrics {
-    /// Raise until the handler starts on a vCPU.
+    /// Per delivered event: the raise that made it pending until its
+    /// handler starts on a vCPU (what the booted tools measure).
     pub handler: Latency,
-    /// Raise until the last stage (handler, or the deferred work) ends.
+    /// Per delivered event: that raise until the last stage (handler, or
+    /// the deferred work) ends.
     pub completion: Latency,
+    /// Raises merged into an event already pending, until the handler that
+    /// took them starts (counted apart: they are not deliveries).
+    pub merged: Latency,
     pub raised: u64,
     /// Raised while the channel was still pending: merged into that event.
     pub coalesced: u64,

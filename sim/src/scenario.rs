@@ -211,6 +211,10 @@ pub enum Arrival {
     /// Replay of a CSV file: one timestamp in µs per line (a header line is
     /// allowed), relative to the file's directory.
     Trace { file: String },
+    /// Closed loop, as the booted tools ping: one event in flight; the next
+    /// is raised a gap (uniform in `gap_us_min..gap_us_max`) after the last
+    /// one's handling completed.
+    Closed { gap_us_min: f64, gap_us_max: f64 },
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -385,6 +389,15 @@ impl Scenario {
                 Arrival::Poisson { rate_per_s } => !pos(*rate_per_s),
                 Arrival::Onoff { rate_per_s, on_ms, off_ms } => !(pos(*rate_per_s) && pos(*on_ms) && pos(*off_ms)),
                 Arrival::Trace { .. } => false,
+                Arrival::Closed { gap_us_min, gap_us_max } => {
+                    if !(pos(*gap_us_min) && gap_us_max.is_finite() && gap_us_max >= gap_us_min) {
+                        return Err((
+                            at(s.arrival.span()),
+                            "source.arrival: closed needs 0 < gap_us_min <= gap_us_max".into(),
+                        ));
+                    }
+                    false
+                }
             };
             if bad_rate {
                 return Err((at(s.arrival.span()), "source.arrival: rate_per_s, on_ms and off_ms must be > 0".into()));

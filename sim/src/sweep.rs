@@ -61,6 +61,9 @@ pub fn variant(base: &Scenario, ratio: f64, rate: f64) -> Result<Scenario, Strin
             Arrival::Trace { .. } => {
                 return Err(format!("sweep: source `{}` replays a trace; its rate is fixed", src.name))
             }
+            Arrival::Closed { .. } => {
+                return Err(format!("sweep: source `{}` is a closed loop; it has no rate to set", src.name))
+            }
         }
     }
     Ok(s)

@@ -21,6 +21,13 @@ pub enum Arrivals {
         times: Arc<Vec<Ns>>,
         next: usize,
     },
+    /// One event in flight: only the first raise is scheduled here; the
+    /// host raises each next one `gap` after the last completed.
+    Closed {
+        lo: Ns,
+        hi: Ns,
+        started: bool,
+    },
 }
 
 /// A source's own random stream, so every policy sees the same arrivals
@@ -41,6 +48,11 @@ impl SourceRng {
     pub fn below(&mut self, n: u32) -> u32 {
         self.0.random_range(0..n)
     }
+
+    /// Uniform in `lo..=hi` (ns).
+    pub fn between(&mut self, lo: Ns, hi: Ns) -> Ns {
+        self.0.random_range(lo..=hi)
+    }
 }
 
 impl Arrivals {
@@ -56,6 +68,17 @@ impl Arrivals {
                 phase_end: 0,
             },
             Arrival::Trace { .. } => Arrivals::Trace { times: trace.expect("trace read"), next: 0 },
+            Arrival::Closed { gap_us_min, gap_us_max } => {
+                Arrivals::Closed { lo: (gap_us_min * 1e3) as Ns, hi: (gap_us_max * 1e3) as Ns, started: false }
+            }
+        }
+    }
+
+    /// A closed loop's next raise after its event completed at `now`.
+    pub fn after_completion(&mut self, now: Ns, rng: &mut SourceRng) -> Option<Ns> {
+        match self {
+            Arrivals::Closed { lo, hi, .. } => Some(now + rng.between(*lo, *hi)),
+            _ => None,
         }
     }
 
@@ -85,6 +108,9 @@ impl Arrivals {
                 let t = times.get(*next).copied();
                 *next += 1;
                 t
+            }
+            Arrivals::Closed { lo, hi, started } => {
+                (!std::mem::replace(started, true)).then(|| now + rng.between(*lo, *hi))
             }
         }
     }

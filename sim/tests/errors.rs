@@ -91,3 +91,15 @@ fn an_evtchn_wait_bound_outside_xens_range_is_refused_at_its_line() {
     assert!(e.contains(&format!("bad.toml:{line}:")), "{e}");
     assert!(e.contains("host.evtchn_wait_us: 5000; allowed 0 (off) or 1 to 1000"), "{e}");
 }
+
+#[test]
+fn a_closed_loop_needs_an_ordered_positive_gap() {
+    let text = default_with(
+        "arrival = { kind = \"poisson\", rate_per_s = 20000 }",
+        "arrival = { kind = \"closed\", gap_us_min = 300.0, gap_us_max = 100.0 }",
+    );
+    let e = err(&text);
+    let line = line_of(&text, "kind = \"closed\"");
+    assert!(e.contains(&format!("bad.toml:{line}:")), "{e}");
+    assert!(e.contains("source.arrival: closed needs 0 < gap_us_min <= gap_us_max"), "{e}");
+}

@@ -19,10 +19,10 @@ fn close(got: f64, want: f64, rel: f64) -> bool {
 }
 
 /// One vCPU on its own pCPU (null scheduler), CPU-bound (`busy = "all"`)
-/// or idle between events (`"none"`); Poisson events at `rate`, handler
-/// 10 µs, send 2 µs, entry 3.5 µs; `extra_host` and `extra_costs` are
-/// added to those tables.
-fn one_vcpu(busy: &str, rate: u32, duration_ms: u32, extra_host: &str, extra_costs: &str) -> Scenario {
+/// or idle between events (`"none"`); events as `arrival` (the TOML
+/// table), handler 10 µs, send 2 µs, entry 3.5 µs; `extra_host` and
+/// `extra_costs` are added to those tables.
+fn one_vcpu(busy: &str, arrival: &str, duration_ms: u32, extra_host: &str, extra_costs: &str) -> Scenario {
     scenario(&format!(
         r#"
         name = "one vCPU on its own pCPU"
@@ -43,14 +43,18 @@ fn one_vcpu(busy: &str, rate: u32, duration_ms: u32, extra_host: &str, extra_cos
         name = "s"
         domain = "g"
         handler_us = 10.0
-        arrival = {{ kind = "poisson", rate_per_s = {rate} }}
+        arrival = {arrival}
         "#
     ))
 }
 
+fn poisson(rate: u32) -> String {
+    format!(r#"{{ kind = "poisson", rate_per_s = {rate} }}"#)
+}
+
 /// One vCPU alone, at 50 events/s.
 fn one_vcpu_alone(busy: &str) -> PolicyResult {
-    let s = one_vcpu(busy, 50, 2000, "", "");
+    let s = one_vcpu(busy, &poisson(50), 2000, "", "");
     let r = one(&s, Policy::Bound);
     assert!(r.raised > 50, "too few events: {}", r.raised);
     assert_eq!(r.coalesced, 0);
@@ -234,17 +238,20 @@ fn the_same_seed_gives_byte_identical_json() {
 
 /// With the guest's bound vCPUs preempted by a neighbour, PreferRunning
 /// must move events to running vCPUs: the default scenario's headline.
+/// Per delivered event most find their vCPU running either way (the
+/// medians meet at the path cost); the events that find it preempted make
+/// the tail, and PreferRunning must cut it.
 #[test]
-fn prefer_running_cuts_the_default_scenarios_median_and_tail() {
+fn prefer_running_cuts_the_default_scenarios_tail() {
     let mut s = scenario(DEFAULT);
     *s.duration_ms.get_mut() = 3000.0;
     let (r, _) = run_all(&s, &[Policy::Bound, Policy::PreferRunning]).unwrap();
     let (off, on) = (&r.policies[0], &r.policies[1]);
     assert!(
-        on.handler.p50_us * 10.0 < off.handler.p50_us,
-        "p50 off {} running {}",
-        off.handler.p50_us,
-        on.handler.p50_us
+        on.handler.p90_us * 2.0 < off.handler.p90_us,
+        "p90 off {} running {}",
+        off.handler.p90_us,
+        on.handler.p90_us
     );
     assert!(on.handler.p99_us < off.handler.p99_us, "p99 off {} running {}", off.handler.p99_us, on.handler.p99_us);
 }
@@ -291,7 +298,13 @@ fn a_trace_is_replayed_event_for_event() {
 /// One idle vCPU on its own pCPU, Poisson events at 1000/s, with Xen's
 /// evtchn-wait bound `wait_us` (0: off); a wake-up costs 6 µs.
 fn one_vcpu_waiting(wait_us: f64) -> PolicyResult {
-    let s = one_vcpu("none", 1000, 20000, &format!("evtchn_wait_us = {wait_us}"), "wake_us = 6.0\nwatch_us = 0.5");
+    let s = one_vcpu(
+        "none",
+        &poisson(1000),
+        20000,
+        &format!("evtchn_wait_us = {wait_us}"),
+        "wake_us = 6.0\nwatch_us = 0.5",
+    );
     one(&s, Policy::Bound)
 }
 
@@ -329,4 +342,19 @@ fn the_wait_never_starts_where_another_vcpu_is_runnable() {
         assert_eq!((b.waits_hit, b.waits_gave_up), (0, 0), "{p:?}");
         assert_eq!(a, b, "{p:?}");
     }
+}
+
+/// A closed loop (the booted tools' ping): one event in flight, the next a
+/// uniform 100-300 µs gap after the last completed. On an always-running
+/// vCPU each cycle is the gap plus send + entry + handler (15.5 µs), so
+/// 2 s hold 2 s / 215.5 µs events, none merged, each seeing the path.
+#[test]
+fn a_closed_loop_keeps_one_event_in_flight() {
+    let s = one_vcpu("all", r#"{ kind = "closed", gap_us_min = 100.0, gap_us_max = 300.0 }"#, 2000, "", "");
+    let r = one(&s, Policy::Bound);
+    assert_eq!(r.coalesced, 0, "one in flight: nothing to merge into");
+    let want = 2e6 / 215.5;
+    assert!(close(r.raised as f64, want, 0.02), "{} raised, want about {want:.0}", r.raised);
+    assert!(close(r.handler.p99_us, 5.5, 1e-3), "{:?}", r.handler);
+    assert_eq!(r.merged.count, 0);
 }
