@@ -284,7 +284,7 @@ impl Host {
             entry: us(s.costs.entry_us),
             heap: BinaryHeap::new(),
             seq: 0,
-            sched: sched::new(s.host.scheduler, vcpus.len(), nr_pcpus, us(s.host.ratelimit_us)),
+            sched: sched::new(s.host.scheduler, vcpus.len(), nr_pcpus, us(s.host.ratelimit_us), s.seed),
             pcpus: (0..nr_pcpus).map(|_| PcpuState { since: 0, timer_at: NEVER, gen: 0 }).collect(),
             views: vec![PcpuView::default(); nr_pcpus],
             vcpus,

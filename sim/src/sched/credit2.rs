@@ -3,10 +3,22 @@
 //! vCPU's credit is topped up (`reset_credit`). A waking vCPU preempts the
 //! running vCPU with the least credit if it has more by the migration
 //! resistance (`runq_tickle`, `tickle_score`), but not one that has run for
-//! less than the rate limit. One runqueue (Xen has one per socket).
+//! less than the rate limit. At a slice's end a waiting vCPU that last ran
+//! on another pCPU takes over only with the migration resistance more
+//! credit than the current one (`runq_candidate`). One runqueue (Xen has
+//! one per socket).
+//!
+//! Slice jitter: on Xen no two pCPUs end their slices at the same instant
+//! (timer interrupt latency, the schedule path's own time); here slices
+//! that start together would end together for ever, descheduling a guest's
+//! vCPUs as a block. Each slice gets a uniform 0-50 µs more, drawn from
+//! the scenario's seed: 50 µs is the scale of credit2's own tolerances
+//! (a tenth of `CSCHED2_MIN_TIMER`), so slice lengths barely change.
 
 use super::{Pcpu, PcpuView, Pick, Scheduler, VcpuId};
 use crate::scenario::{Ns, MS, US};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
 
 /// `CSCHED2_CREDIT_INIT`: credit is in ns of run time (equal weights).
 const CREDIT_INIT: i64 = 10 * MS as i64;
@@ -16,6 +28,8 @@ const MIN_TIMER: Ns = 500 * US;
 const MAX_TIMER: Ns = CREDIT_INIT as Ns;
 /// `opt_migrate_resist`, 500 µs.
 const MIGRATE_RESIST: i64 = 500 * US as i64;
+/// The most jitter added to a slice.
+const JITTER: Ns = 50 * US;
 
 pub struct Credit2 {
     credit: Vec<i64>,
@@ -27,10 +41,11 @@ pub struct Credit2 {
     /// Runnable, not running; in insertion order, which breaks credit ties.
     runq: Vec<VcpuId>,
     ratelimit: Ns,
+    jitter: SmallRng,
 }
 
 impl Credit2 {
-    pub fn new(n: usize, ratelimit: Ns) -> Self {
+    pub fn new(n: usize, ratelimit: Ns, seed: u64) -> Self {
         Credit2 {
             credit: vec![CREDIT_INIT; n],
             entered: vec![0; n],
@@ -38,6 +53,7 @@ impl Credit2 {
             last_pcpu: vec![None; n],
             runq: Vec::new(),
             ratelimit,
+            jitter: SmallRng::seed_from_u64(seed ^ 0xc2c2_c2c2_c2c2_c2c2),
         }
     }
 
@@ -121,7 +137,13 @@ impl Scheduler for Credit2 {
         if let Some((v, runnable)) = prev {
             self.burn(v, now);
             if runnable {
-                let best = self.best().map(|b| self.credit[self.runq[b]]);
+                // `runq_candidate`: a waiter that last ran elsewhere needs
+                // the migration resistance more credit to take over.
+                let best = self
+                    .runq
+                    .iter()
+                    .map(|&w| self.credit[w] - if self.last_pcpu[w] == Some(p) { 0 } else { MIGRATE_RESIST })
+                    .max();
                 // The rate limit keeps it on; so does having the most credit.
                 if now < self.entered[v] + self.ratelimit || best.is_none_or(|c| self.credit[v] >= c) {
                     keep = Some(v);
@@ -143,6 +165,52 @@ impl Scheduler for Credit2 {
             self.burnt_to[v] = now;
         }
         self.last_pcpu[v] = Some(p);
-        Pick { next: Some(v), slice: Some(self.runtime(v, now)) }
+        let slice = self.runtime(v, now) + self.jitter.random_range(0..=JITTER);
+        Pick { next: Some(v), slice: Some(slice) }
+    }
+}
+
+/// Decisions against the `sched/credit2.c` functions they follow.
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn views(cur: &[Option<VcpuId>]) -> Vec<PcpuView> {
+        cur.iter().map(|&cur| PcpuView { cur, tickled: false }).collect()
+    }
+
+    /// Two pCPUs that pick at the same instant do not end their slices at
+    /// the same instant; each slice is `csched2_runtime`'s plus 0-50 µs.
+    #[test]
+    fn slices_that_start_together_do_not_end_together() {
+        let mut c = Credit2::new(4, MS, 1);
+        for v in 0..4 {
+            c.wake(v, 0, &views(&[None, None]));
+        }
+        let (a, b) = (c.schedule(0, 0, None), c.schedule(1, 0, None));
+        let (sa, sb) = (a.slice.unwrap(), b.slice.unwrap());
+        assert_ne!(sa, sb, "lock-step slices");
+        for s in [sa, sb] {
+            assert!((MIN_TIMER..=MIN_TIMER.max(MS) + JITTER).contains(&s), "slice {s}");
+        }
+    }
+
+    /// `runq_candidate`: at a slice's end a waiter that last ran on another
+    /// pCPU takes over only with `opt_migrate_resist` (500 µs) more credit.
+    #[test]
+    fn a_waiter_from_another_pcpu_needs_the_migration_resistance() {
+        for (extra, takes_over) in [(300 * US as i64, false), (600 * US as i64, true)] {
+            let mut c = Credit2::new(2, MS, 1);
+            c.wake(0, 0, &views(&[None, None]));
+            c.schedule(0, 0, None);
+            c.last_pcpu[1] = Some(1);
+            c.runq.push(1);
+            let now = 2 * MS;
+            c.burnt_to[0] = now; // nothing more to burn: credits as set
+            c.credit[0] = 5 * MS as i64;
+            c.credit[1] = c.credit[0] + extra;
+            let pick = c.schedule(0, now, Some((0, true)));
+            assert_eq!(pick.next == Some(1), takes_over, "{extra} ns more credit");
+        }
     }
 }

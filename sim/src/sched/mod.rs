@@ -59,9 +59,10 @@ pub trait Scheduler: Send {
     }
 }
 
-pub fn new(kind: SchedKind, nr_vcpus: usize, nr_pcpus: usize, ratelimit: Ns) -> Box<dyn Scheduler> {
+/// `seed` drives credit2's slice jitter (see `credit2.rs`).
+pub fn new(kind: SchedKind, nr_vcpus: usize, nr_pcpus: usize, ratelimit: Ns, seed: u64) -> Box<dyn Scheduler> {
     match kind {
-        SchedKind::Credit2 => Box::new(credit2::Credit2::new(nr_vcpus, ratelimit)),
+        SchedKind::Credit2 => Box::new(credit2::Credit2::new(nr_vcpus, ratelimit, seed)),
         SchedKind::Credit => Box::new(credit::Credit::new(nr_vcpus, nr_pcpus, ratelimit)),
         SchedKind::Null => Box::new(null::Null::new(nr_vcpus, nr_pcpus)),
     }
