@@ -37,6 +37,8 @@ enum Ev {
     /// The vCPU's wait in Xen (`evtchn-wait`) reaches its bound, unless it
     /// ended since (`gen`).
     WaitEnd(u32, u64),
+    /// A vCPU's housekeeping tick (its guest kernel's timer).
+    Housekeeping(u32),
 }
 
 struct Timed {
@@ -95,7 +97,8 @@ enum Phase {
 struct Work {
     raises: Vec<Ns>,
     remaining: Ns,
-    source: usize,
+    /// The event source whose deferred work this is; None: housekeeping.
+    source: Option<usize>,
 }
 
 struct Vcpu {
@@ -161,6 +164,8 @@ pub struct Host {
     watch: Ns,
     /// `evtchn-wait-us`; 0: off.
     wait: Ns,
+    /// Per domain: housekeeping period and cost of its idle vCPUs.
+    housekeeping: Vec<Option<(Ns, Ns)>>,
     heap: BinaryHeap<Timed>,
     seq: u64,
     sched: Box<dyn Scheduler>,
@@ -281,6 +286,11 @@ impl Host {
             wake: us(s.costs.wake_us),
             watch: us(s.costs.watch_us),
             wait: us(s.host.wait_us()),
+            housekeeping: s
+                .domains
+                .iter()
+                .map(|d| d.housekeeping.as_ref().map(|h| (ms(h.get_ref().every_ms), us(h.get_ref().cost_us))))
+                .collect(),
             entry: us(s.costs.entry_us),
             heap: BinaryHeap::new(),
             seq: 0,
@@ -323,6 +333,13 @@ impl Host {
         if let Some(t) = self.sched.tick_period() {
             self.push(t, Ev::Tick);
         }
+        // Housekeeping ticks, spread over the first period so that the
+        // vCPUs' timers do not fire together.
+        for v in 0..self.vcpus.len() {
+            if let Some((every, _)) = self.housekeeping[self.vcpus[v].dom] {
+                self.push(every * (v as u64 + 1) / (self.vcpus.len() as u64 + 1), Ev::Housekeeping(v as u32));
+            }
+        }
         while let Some(Timed { at, ev, .. }) = self.heap.pop() {
             if at > self.end {
                 break;
@@ -339,6 +356,7 @@ impl Host {
                     }
                 }
                 Ev::Wake(v) => self.wake(v as usize),
+                Ev::Housekeeping(v) => self.housekeeping(v as usize),
                 Ev::WaitEnd(v, gen) => {
                     let v = v as usize;
                     if self.vcpus[v].waiting && self.vcpus[v].wait_gen == gen {
@@ -555,6 +573,28 @@ impl Host {
         self.deschedule(v);
     }
 
+    /// The guest kernel's timer on a vCPU that is not busy: a little work,
+    /// then it blocks again (a busy vCPU's tick is folded into its loop).
+    /// A blocked vCPU is woken for it, as by its timer's VIRQ.
+    fn housekeeping(&mut self, v: VcpuId) {
+        let (every, cost) = self.housekeeping[self.vcpus[v].dom].expect("scheduled only with housekeeping");
+        self.push(self.now + every, Ev::Housekeeping(v as u32));
+        if self.vcpus[v].busy {
+            return;
+        }
+        let spare = self.spare.pop().unwrap_or_default();
+        self.vcpus[v].worker.push_back(Work { raises: spare, remaining: cost, source: None });
+        match self.vcpus[v].state {
+            RunState::Blocked => self.wake(v),
+            RunState::Running if self.vcpus[v].waiting => {
+                self.stop_waiting(v, true);
+                self.interrupt(v);
+            }
+            RunState::Running if self.vcpus[v].phase == Phase::Idle => self.interrupt(v),
+            _ => {}
+        }
+    }
+
     /// Blocked: off its pCPU until a wake-up.
     fn deschedule(&mut self, v: VcpuId) {
         self.set_state(v, RunState::Blocked);
@@ -704,9 +744,9 @@ impl Host {
         let source = self.vcpus[v].handling;
         let deferred = self.sources[source].deferred;
         match deferred {
-            None => self.complete(raises, source),
+            None => self.complete(raises, Some(source)),
             Some((w, cost)) => {
-                let work = Work { raises, remaining: cost, source };
+                let work = Work { raises, remaining: cost, source: Some(source) };
                 if w == v {
                     self.vcpus[v].worker.push_back(work);
                 } else {
@@ -718,13 +758,14 @@ impl Host {
         }
     }
 
-    fn complete(&mut self, mut raises: Vec<Ns>, source: usize) {
+    fn complete(&mut self, mut raises: Vec<Ns>, source: Option<usize>) {
         let now = self.now;
         if let Some(&first) = raises.first().filter(|&&r| r >= self.warmup) {
             self.metrics.completion.record(now - first);
         }
         raises.clear();
         self.spare.push(raises);
+        let Some(source) = source else { return };
         let s = &mut self.sources[source];
         if let Some(t) = s.arrivals.after_completion(now, &mut s.rng) {
             self.push(t, Ev::Raise(source as u32));

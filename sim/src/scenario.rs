@@ -134,6 +134,18 @@ pub struct Domain {
     /// vCPUs that run a CPU-bound loop: `"all"`, `"none"` or a list.
     #[serde(default)]
     pub busy: Option<Spanned<VcpuList>>,
+    /// The guest kernel's housekeeping: each vCPU that is not busy wakes
+    /// every `every_ms` (its timer tick) and runs `cost_us` of work before
+    /// it blocks again, as a Linux guest's idle vCPUs do. None: never.
+    #[serde(default)]
+    pub housekeeping: Option<Spanned<Housekeeping>>,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Housekeeping {
+    pub every_ms: f64,
+    pub cost_us: f64,
 }
 
 impl Domain {
@@ -337,6 +349,15 @@ impl Scenario {
             }
             if let Some(b) = &d.busy {
                 check_list(b, n, "domain.busy")?;
+            }
+            if let Some(h) = &d.housekeeping {
+                let Housekeeping { every_ms, cost_us } = *h.get_ref();
+                if !(pos(every_ms) && cost_us.is_finite() && cost_us >= 0.0 && cost_us < every_ms * 1e3) {
+                    return Err((
+                        at(h.span()),
+                        "domain.housekeeping: every_ms must be > 0 and 0 <= cost_us < every_ms".into(),
+                    ));
+                }
             }
         }
         let total = self.total_vcpus();

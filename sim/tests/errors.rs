@@ -103,3 +103,12 @@ fn a_closed_loop_needs_an_ordered_positive_gap() {
     assert!(e.contains(&format!("bad.toml:{line}:")), "{e}");
     assert!(e.contains("source.arrival: closed needs 0 < gap_us_min <= gap_us_max"), "{e}");
 }
+
+#[test]
+fn housekeeping_must_fit_its_period() {
+    let text = default_with("busy = \"all\"", "busy = \"all\"\nhousekeeping = { every_ms = 1.0, cost_us = 2000.0 }");
+    let e = err(&text);
+    let line = line_of(&text, "housekeeping =");
+    assert!(e.contains(&format!("bad.toml:{line}:")), "{e}");
+    assert!(e.contains("domain.housekeeping: every_ms must be > 0 and 0 <= cost_us < every_ms"), "{e}");
+}

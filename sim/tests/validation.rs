@@ -358,3 +358,28 @@ fn a_closed_loop_keeps_one_event_in_flight() {
     assert!(close(r.handler.p99_us, 5.5, 1e-3), "{:?}", r.handler);
     assert_eq!(r.merged.count, 0);
 }
+
+/// The guest kernel's housekeeping tick: an idle vCPU alone on its pCPU
+/// wakes every 4 ms for 100 µs of work, so it runs 2.5 % of the time; a
+/// busy one is not charged (its tick is folded into its loop).
+#[test]
+fn idle_vcpus_wake_for_housekeeping() {
+    let s = scenario(
+        r#"
+        name = "housekeeping"
+        duration_ms = 2000
+        [host]
+        pcpus = 2
+        scheduler = "null"
+        [[domain]]
+        name = "g"
+        vcpus = 2
+        busy = [1]
+        housekeeping = { every_ms = 4.0, cost_us = 100.0 }
+        "#,
+    );
+    let m = Host::new(&s, Policy::Bound, &read_traces(&s).unwrap()).run();
+    let share = m.run_time[0] as f64 / 2e9;
+    assert!(close(share, 0.025, 0.02), "idle vCPU ran {:.4} of the time", share);
+    assert_eq!(m.run_time[1], 2_000_000_000, "the busy vCPU runs all the time");
+}
