@@ -2,9 +2,8 @@
 //! vCPU with the most credit runs; when the one picked has none left, every
 //! vCPU's credit is topped up (`reset_credit`). A waking vCPU preempts the
 //! running vCPU with the least credit if it has more by the migration
-//! resistance (`runq_tickle`, `tickle_score`); one that has run for less
-//! than the rate limit is preempted when the limit has passed
-//! (`csched2_schedule`). At a slice's end a waiting vCPU that last ran
+//! resistance (`runq_tickle`, `tickle_score`), but not one that has run for
+//! less than the rate limit. At a slice's end a waiting vCPU that last ran
 //! on another pCPU takes over only with the migration resistance more
 //! credit than the current one (`runq_candidate`). One runqueue (Xen has
 //! one per socket).
@@ -114,13 +113,13 @@ impl Scheduler for Credit2 {
         if let Some(p) = pcpus.iter().position(PcpuView::free) {
             return Some((p, now));
         }
-        // Else preempt the vCPU it beats by the most (`tickle_score`). The
-        // rate limit does not enter the choice (`runq_tickle` ignores it):
-        // the tickled pCPU keeps its vCPU until the limit, then decides
-        // (`csched2_schedule`).
+        // Else preempt the vCPU it beats by the most (`tickle_score`).
         let mut max = (0i64, None);
         for (p, c) in pcpus.iter().enumerate() {
             let Some(cur) = c.cur.filter(|_| !c.tickled) else { continue };
+            if now < self.entered[cur] + self.ratelimit {
+                continue; // not preemptable yet
+            }
             self.burn(cur, now);
             let mut score = self.credit[v] - self.credit[cur];
             if self.last_pcpu[v] != Some(p) {
@@ -130,10 +129,7 @@ impl Scheduler for Credit2 {
                 max = (score, Some(p));
             }
         }
-        max.1.map(|p| {
-            let cur = pcpus[p].cur.expect("scored a running vCPU");
-            (p, now.max(self.entered[cur] + self.ratelimit))
-        })
+        max.1.map(|p| (p, now))
     }
 
     fn schedule(&mut self, p: Pcpu, now: Ns, prev: Option<(VcpuId, bool)>) -> Pick {
@@ -197,19 +193,6 @@ mod tests {
         for s in [sa, sb] {
             assert!((MIN_TIMER..=MIN_TIMER.max(MS) + JITTER).contains(&s), "slice {s}");
         }
-    }
-
-    /// `runq_tickle`: a waker that beats a running vCPU by more than the
-    /// migration resistance tickles its pCPU even inside the rate limit;
-    /// that pCPU decides when the limit has passed.
-    #[test]
-    fn a_wake_inside_the_rate_limit_preempts_when_it_ends() {
-        let mut c = Credit2::new(2, MS, 1);
-        c.wake(0, 0, &views(&[None]));
-        c.schedule(0, 0, None);
-        c.credit[1] = c.credit[0] + 2 * MS as i64;
-        let now = 300 * US;
-        assert_eq!(c.wake(1, now, &views(&[Some(0)])), Some((0, MS)));
     }
 
     /// `runq_candidate`: at a slice's end a waiter that last ran on another
