@@ -195,6 +195,20 @@ mod tests {
         }
     }
 
+    /// `tickle_score` → `is_preemptable`: a running vCPU inside the rate
+    /// limit is not a candidate, so a waker that beats it by far still
+    /// finds no pCPU and waits in the runqueue for a schedule.
+    #[test]
+    fn a_wake_never_tickles_a_vcpu_inside_the_rate_limit() {
+        for (now, tickled) in [(300 * US, None), (2 * MS, Some((0, 2 * MS)))] {
+            let mut c = Credit2::new(2, MS, 1);
+            c.wake(0, 0, &views(&[None]));
+            c.schedule(0, 0, None);
+            c.credit[1] = c.credit[0] + 2 * MS as i64;
+            assert_eq!(c.wake(1, now, &views(&[Some(0)])), tickled, "woken at {now} ns");
+        }
+    }
+
     /// `runq_candidate`: at a slice's end a waiter that last ran on another
     /// pCPU takes over only with `opt_migrate_resist` (500 µs) more credit.
     #[test]
