@@ -33,11 +33,27 @@ fn each_bad_field_is_named_with_its_line_and_what_is_allowed() {
         ("rate_per_s = 20000", "rate_per_s = 0", "source.arrival: rate_per_s, on_ms and off_ms must be > 0"),
         ("set = \"all\"", "set = []", "source.set: an empty set"),
         ("duration_ms = 10000", "duration_ms = -5", "duration_ms: must be a positive number"),
+        (
+            "ratelimit_us = 1000",
+            "ratelimit_us = 1000\nevtchn_wait_us = 5000",
+            "host.evtchn_wait_us: 5000; allowed 0 (off) or 1 to 1000, as Xen's evtchn-wait-us",
+        ),
+        (
+            "arrival = { kind = \"poisson\", rate_per_s = 20000 }",
+            "arrival = { kind = \"closed\", gap_us_min = 300.0, gap_us_max = 100.0 }",
+            "source.arrival: closed needs 0 < gap_us_min <= gap_us_max",
+        ),
+        (
+            "busy = \"all\"",
+            "busy = \"all\"\nhousekeeping = { every_ms = 1.0, cost_us = 2000.0 }",
+            "domain.housekeeping: every_ms must be > 0 and 0 <= cost_us < every_ms",
+        ),
     ];
     for (from, to, want) in cases {
         let text = default_with(from, to);
         let e = err(&text);
-        let line = line_of(&text, to);
+        // A replacement may add a line: the error is at the last one.
+        let line = line_of(&text, to.lines().last().expect("non-empty"));
         assert!(e.starts_with(&format!("bad.toml:{line}:")), "`{to}`: wrong place in `{e}`, want line {line}");
         assert!(e.contains(want), "`{to}`: `{e}` does not say `{want}`");
     }
@@ -81,34 +97,4 @@ fn bad_flags_and_files_exit_non_zero_and_say_why() {
     let (code, e) = sim(&["--scenario", "/nonexistent.toml"]);
     assert_eq!(code, 2);
     assert!(e.contains("/nonexistent.toml: cannot read"), "{e}");
-}
-
-#[test]
-fn an_evtchn_wait_bound_outside_xens_range_is_refused_at_its_line() {
-    let text = default_with("ratelimit_us = 1000", "ratelimit_us = 1000\nevtchn_wait_us = 5000");
-    let e = err(&text);
-    let line = line_of(&text, "evtchn_wait_us = 5000");
-    assert!(e.contains(&format!("bad.toml:{line}:")), "{e}");
-    assert!(e.contains("host.evtchn_wait_us: 5000; allowed 0 (off) or 1 to 1000"), "{e}");
-}
-
-#[test]
-fn a_closed_loop_needs_an_ordered_positive_gap() {
-    let text = default_with(
-        "arrival = { kind = \"poisson\", rate_per_s = 20000 }",
-        "arrival = { kind = \"closed\", gap_us_min = 300.0, gap_us_max = 100.0 }",
-    );
-    let e = err(&text);
-    let line = line_of(&text, "kind = \"closed\"");
-    assert!(e.contains(&format!("bad.toml:{line}:")), "{e}");
-    assert!(e.contains("source.arrival: closed needs 0 < gap_us_min <= gap_us_max"), "{e}");
-}
-
-#[test]
-fn housekeeping_must_fit_its_period() {
-    let text = default_with("busy = \"all\"", "busy = \"all\"\nhousekeeping = { every_ms = 1.0, cost_us = 2000.0 }");
-    let e = err(&text);
-    let line = line_of(&text, "housekeeping =");
-    assert!(e.contains(&format!("bad.toml:{line}:")), "{e}");
-    assert!(e.contains("domain.housekeeping: every_ms must be > 0 and 0 <= cost_us < every_ms"), "{e}");
 }

@@ -285,17 +285,16 @@ fn one_way(pc: &Privcmd, wait: &str) -> bool {
 pub fn bench(pc: &Privcmd, events: usize) -> Result<String, String> {
     let mut index = 0;
     let boot_log = pc.read_console(&mut index).map_err(|e| format!("readconsole: errno {e}"))?;
-    let mode = boot_log
-        .lines()
-        .find_map(|l| l.split_once("evtchn-wait: ").and_then(|(_, r)| r.split(',').next()))
-        .map_or("off (no evtchn-wait line in Xen's log)", |m| if m == "poll" || m == "mwait" { m } else { "?" });
-    let sched = boot_log
-        .lines()
-        .find_map(|l| l.split_once("Using scheduler: ").map(|(_, r)| r.trim()))
-        .unwrap_or("(not in Xen's console ring)");
+    let after = |marker: &str| boot_log.lines().find_map(|l| l.split_once(marker).map(|(_, r)| r.trim()));
+    // Xen prints no evtchn-wait line when the option is off.
+    let mode = match after("evtchn-wait: ").and_then(|r| r.split(',').next()) {
+        Some(m @ ("poll" | "mwait")) => m,
+        Some(_) => "?",
+        None => "off",
+    };
+    let sched = after("Using scheduler: ").unwrap_or("(not in Xen's console ring)");
     println!("EVROUTE-DETAIL Xen: scheduler {sched}, evtchn-wait {mode}; {events} events");
     let m = measure_one_way(pc, events)?;
-    let mode = mode.split(' ').next().unwrap_or("off");
     println!("EVROUTE-METRIC {}", m.metric(mode));
     if m.lost {
         return Err(format!("an event was lost after {} (no return from the poll within 2 s)", m.one_way.len()));

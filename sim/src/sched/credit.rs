@@ -206,6 +206,14 @@ mod tests {
         pcpus.iter().map(|&cur| PcpuView { cur, tickled: false }).collect()
     }
 
+    /// Two vCPUs on one pCPU; vCPU 0 woke and was picked at 0.
+    fn zero_running() -> Credit {
+        let mut c = Credit::new(2, 1, RL);
+        c.wake(0, 0, &busy(&[None]));
+        c.schedule(0, 0, None);
+        c
+    }
+
     /// `csched_schedule`: a vCPU picked from the runqueue runs `tslice`
     /// (30 ms), not the rest of the rate limit.
     #[test]
@@ -220,9 +228,7 @@ mod tests {
     /// for the other 600 µs even though a BOOST vCPU waits.
     #[test]
     fn the_rate_limit_keeps_only_the_current_vcpu_for_the_rest() {
-        let mut c = Credit::new(2, 1, RL);
-        c.wake(0, 0, &busy(&[None]));
-        c.schedule(0, 0, None);
+        let mut c = zero_running();
         c.wake(1, 100 * US, &busy(&[Some(0)]));
         let pick = c.schedule(0, 400 * US, Some((0, true)));
         assert_eq!((pick.next, pick.slice), (Some(0), Some(600 * US)));
@@ -235,9 +241,7 @@ mod tests {
     /// outranks the running one waits for the slice to end.
     #[test]
     fn the_tick_never_preempts() {
-        let mut c = Credit::new(2, 1, RL);
-        c.wake(0, 0, &busy(&[None]));
-        c.schedule(0, 0, None);
+        let mut c = zero_running();
         c.credit[0] = -5 * MS as i64; // OVER
         c.pri[0] = Pri::Over;
         c.blocked[1] = false;

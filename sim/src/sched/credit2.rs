@@ -179,6 +179,14 @@ mod tests {
         cur.iter().map(|&cur| PcpuView { cur, tickled: false }).collect()
     }
 
+    /// Two vCPUs; vCPU 0 woke and was picked on pCPU 0 at 0.
+    fn zero_running() -> Credit2 {
+        let mut c = Credit2::new(2, MS, 1);
+        c.wake(0, 0, &views(&[None]));
+        c.schedule(0, 0, None);
+        c
+    }
+
     /// Two pCPUs that pick at the same instant do not end their slices at
     /// the same instant; each slice is `csched2_runtime`'s plus 0-50 µs.
     #[test]
@@ -201,9 +209,7 @@ mod tests {
     #[test]
     fn a_wake_never_tickles_a_vcpu_inside_the_rate_limit() {
         for (now, tickled) in [(300 * US, None), (2 * MS, Some((0, 2 * MS)))] {
-            let mut c = Credit2::new(2, MS, 1);
-            c.wake(0, 0, &views(&[None]));
-            c.schedule(0, 0, None);
+            let mut c = zero_running();
             c.credit[1] = c.credit[0] + 2 * MS as i64;
             assert_eq!(c.wake(1, now, &views(&[Some(0)])), tickled, "woken at {now} ns");
         }
@@ -214,9 +220,7 @@ mod tests {
     #[test]
     fn a_waiter_from_another_pcpu_needs_the_migration_resistance() {
         for (extra, takes_over) in [(300 * US as i64, false), (600 * US as i64, true)] {
-            let mut c = Credit2::new(2, MS, 1);
-            c.wake(0, 0, &views(&[None, None]));
-            c.schedule(0, 0, None);
+            let mut c = zero_running();
             c.last_pcpu[1] = Some(1);
             c.runq.push(1);
             let now = 2 * MS;
