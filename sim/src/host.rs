@@ -166,6 +166,8 @@ pub struct Host {
     wait: Ns,
     /// Per domain: housekeeping period and cost of its idle vCPUs.
     housekeeping: Vec<Option<(Ns, Ns)>>,
+    /// Draws each housekeeping gap.
+    hk_rng: SourceRng,
     heap: BinaryHeap<Timed>,
     seq: u64,
     sched: Box<dyn Scheduler>,
@@ -176,7 +178,30 @@ pub struct Host {
     chans: Vec<Chan>,
     sources: Vec<Source>,
     spare: Vec<Vec<Ns>>,
+    /// Every routed set-pending, when asked for (`log_routes`).
+    routes: Option<Vec<RouteStep>>,
     pub metrics: Metrics,
+}
+
+/// One routing decision as the host took it, for checking step by step
+/// (`Host::log_routes`): the decision's inputs, word 0 of each mask, and
+/// what the host did with it.
+#[derive(Clone, Debug)]
+pub struct RouteStep {
+    pub chan: usize,
+    pub set: u64,
+    pub running: u64,
+    pub blocked: u64,
+    pub heavy: u64,
+    pub receivable: u64,
+    pub bound: u32,
+    pub last: u32,
+    /// The vCPU whose queue the event joined.
+    pub joined: u32,
+    /// The domain's vCPUs that were on a pCPU / blocked, from the host's
+    /// own vCPU states rather than the masks routing read.
+    pub on_pcpu: u64,
+    pub halted: u64,
 }
 
 /// Timestamps of trace sources, read once and shared by every run.
@@ -291,6 +316,7 @@ impl Host {
                 .iter()
                 .map(|d| d.housekeeping.as_ref().map(|h| (ms(h.get_ref().every_ms), us(h.get_ref().cost_us))))
                 .collect(),
+            hk_rng: SourceRng::new(s.seed, usize::MAX),
             entry: us(s.costs.entry_us),
             heap: BinaryHeap::new(),
             seq: 0,
@@ -302,8 +328,16 @@ impl Host {
             chans,
             sources,
             spare: Vec::new(),
+            routes: None,
             metrics,
         }
+    }
+
+    /// Run to the end, recording every routed set-pending (domains of up
+    /// to 64 vCPUs, the masks' first word).
+    pub fn run_logged(mut self) -> (Metrics, Vec<RouteStep>) {
+        self.routes = Some(Vec::new());
+        self.run_to_end()
     }
 
     fn push(&mut self, at: Ns, ev: Ev) {
@@ -316,7 +350,11 @@ impl Host {
     }
 
     /// Run to the end; the metrics are in `self.metrics`.
-    pub fn run(mut self) -> Metrics {
+    pub fn run(self) -> Metrics {
+        self.run_to_end().0
+    }
+
+    fn run_to_end(mut self) -> (Metrics, Vec<RouteStep>) {
         for v in 0..self.vcpus.len() {
             self.set_state(v, RunState::Runnable);
             let _ = self.sched.wake(v, 0, &self.views);
@@ -380,7 +418,7 @@ impl Host {
                 None => self.metrics.idle_time[p] += end - self.pcpus[p].since,
             }
         }
-        self.metrics
+        (self.metrics, self.routes.unwrap_or_default())
     }
 
     // ---- Xen: set-pending and notification -------------------------------
@@ -433,6 +471,24 @@ impl Host {
             ),
         };
         let v = d.first + target as usize;
+        if let (Some(log), Some(_)) = (self.routes.as_mut(), ch.source) {
+            let dom = ch.dom;
+            let mine = || self.vcpus.iter().filter(move |x| x.dom == dom);
+            let bits = |f: &dyn Fn(&Vcpu) -> bool| mine().filter(|x| f(x)).fold(0u64, |m, x| m | 1 << x.local);
+            log.push(RouteStep {
+                chan: c,
+                set: ch.set[0],
+                running: d.sched.running[0].load(std::sync::atomic::Ordering::Relaxed),
+                blocked: d.sched.blocked[0].load(std::sync::atomic::Ordering::Relaxed),
+                heavy: d.sched.heavy[0].load(std::sync::atomic::Ordering::Relaxed),
+                receivable: d.sched.receivable[0].load(std::sync::atomic::Ordering::Relaxed),
+                bound: ch.bound,
+                last: ch.last,
+                joined: target,
+                on_pcpu: bits(&|x| x.pcpu.is_some()),
+                halted: bits(&|x| x.state == RunState::Blocked),
+            });
+        }
         d.sched.note_routed(target, self.vcpus[v].fifo.is_empty());
         let ch = &mut self.chans[c];
         ch.pending = true;
@@ -578,7 +634,11 @@ impl Host {
     /// A blocked vCPU is woken for it, as by its timer's VIRQ.
     fn housekeeping(&mut self, v: VcpuId) {
         let (every, cost) = self.housekeeping[self.vcpus[v].dom].expect("scheduled only with housekeeping");
-        self.push(self.now + every, Ev::Housekeeping(v as u32));
+        // Uniform in [every/2, 3*every/2]: an idle tickless kernel wakes for
+        // its next timer, not on a grid; a fixed period beats against the
+        // scheduler's slices and makes the tail swing with the period.
+        let gap = self.hk_rng.between(every / 2, every + every / 2);
+        self.push(self.now + gap, Ev::Housekeeping(v as u32));
         if self.vcpus[v].busy {
             return;
         }

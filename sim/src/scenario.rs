@@ -36,6 +36,37 @@ pub struct Scenario {
     pub domains: Vec<Domain>,
     #[serde(rename = "source", default)]
     pub sources: Vec<Source>,
+    /// What a booted Xen measured in the layout this scenario mirrors
+    /// (`sim/tests/calibration.rs` holds the simulation to it).
+    #[serde(default)]
+    pub calibration: Option<Calibration>,
+}
+
+/// Booted figures beside a scenario, for the latency measured to the end of
+/// the last stage ("done"): the median over the runs listed, and the band
+/// (a factor) the simulated figure must stay within.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Calibration {
+    /// p99 with no set (`evtchn-route=off`), µs, one value per booted run.
+    pub bound_p99_us: Spanned<Vec<f64>>,
+    /// p99 no set / p99 with the set under `running`, per booted run.
+    pub ratio_p99: Spanned<Vec<f64>>,
+    pub band: Spanned<f64>,
+}
+
+impl Calibration {
+    /// The median of a list of booted runs.
+    pub fn median(runs: &[f64]) -> f64 {
+        let mut v = runs.to_vec();
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        }
+    }
 }
 
 fn default_seed() -> u64 {
@@ -321,6 +352,16 @@ impl Scenario {
         let pos = |x: f64| x.is_finite() && x > 0.0;
         if !pos(*self.duration_ms.get_ref()) {
             return Err((at(self.duration_ms.span()), "duration_ms: must be a positive number of milliseconds".into()));
+        }
+        if let Some(c) = &self.calibration {
+            for runs in [&c.bound_p99_us, &c.ratio_p99] {
+                if runs.get_ref().is_empty() || !runs.get_ref().iter().all(|&x| pos(x)) {
+                    return Err((at(runs.span()), "calibration: a list of one or more positive booted figures".into()));
+                }
+            }
+            if !(pos(*c.band.get_ref()) && *c.band.get_ref() > 1.0) {
+                return Err((at(c.band.span()), "calibration.band: a factor above 1".into()));
+            }
         }
         let p = *self.host.pcpus.get_ref();
         if !(1..=64).contains(&p) {

@@ -179,6 +179,11 @@ fn share(pc: &Privcmd, name: &str, vcpus: Option<u64>, mode: &str) -> bool {
     }
     let bound = pc.bound_vcpu(pair.rx_port).unwrap_or(u32::MAX) as usize;
     let before = irq_counts(&pair.rx.name).unwrap_or_default();
+    let timers_before = timer_counts();
+    let stat_before = cpu_times();
+    // Debian's Xen has no perf counters (the dump would time out).
+    let perf = mode != "unpatched";
+    let perf_before = if perf { notify::counters(pc) } else { Default::default() };
     let Pair { mut rx, tx, rx_port, tx_port } = pair;
     let sent_at = AtomicU64::new(0);
     let acked = AtomicBool::new(true);
@@ -221,6 +226,34 @@ fn share(pc: &Privcmd, name: &str, vcpus: Option<u64>, mode: &str) -> bool {
         receiver.join().expect("receiver")
     });
     let after = irq_counts(&rx.name).unwrap_or_default();
+    let secs = epoch.elapsed().as_secs_f64();
+    // How often each vCPU's guest timer fired: how often an idle vCPU wakes
+    // (the simulator's housekeeping period is calibrated on it).
+    let timer_hz: Vec<f64> = per_cpu_delta(&timer_counts(), &timers_before)
+        .iter()
+        .map(|&n| (n as f64 / secs * 10.0).round() / 10.0)
+        .collect();
+    let busy_share: Vec<f64> = cpu_times()
+        .iter()
+        .zip(&stat_before)
+        .map(|(a, b)| {
+            let (busy, all) = (a.0 - b.0, a.1 - b.1);
+            if all == 0 {
+                0.0
+            } else {
+                (busy as f64 / all as f64 * 1000.0).round() / 1000.0
+            }
+        })
+        .collect();
+    let perf_after = if perf { notify::counters(pc) } else { Default::default() };
+    let sched: Vec<String> = perf_after
+        .keys()
+        .filter(|k| k.starts_with("csched"))
+        .map(|k| format!("{}={}", k.replace(' ', ""), notify::delta(&perf_after, &perf_before, k)))
+        .collect();
+    if perf {
+        println!("EVROUTE-DETAIL scheduler counters during {name}: {}", sched.join(" "));
+    }
     let counts = per_cpu_delta(&after, &before);
     let total: u64 = counts.iter().sum();
     let on_running: u64 = BUSY.iter().map(|&c| counts.get(c).copied().unwrap_or(0)).sum();
@@ -228,7 +261,7 @@ fn share(pc: &Privcmd, name: &str, vcpus: Option<u64>, mode: &str) -> bool {
     lat.sort_unstable();
     let pct = |p: f64| percentile(&lat, p).map_or(0.0, |n| n as f64 / 1000.0);
     println!(
-        "EVROUTE-METRIC scenario={name} mode={mode} bound_vcpu={bound} pings={} handled={total} per_vcpu={counts:?} running_share={share:.3} jain={:.3} p50_us={:.1} p99_us={:.1}",
+        "EVROUTE-METRIC scenario={name} mode={mode} bound_vcpu={bound} pings={} handled={total} per_vcpu={counts:?} running_share={share:.3} jain={:.3} p50_us={:.1} p99_us={:.1} timer_hz={timer_hz:?} busy_share={busy_share:?}",
         lat.len(),
         jain(&counts),
         pct(0.50),
@@ -242,6 +275,30 @@ fn share(pc: &Privcmd, name: &str, vcpus: Option<u64>, mode: &str) -> bool {
     let want =
         if vcpus.is_none() { format!("all on the bound vCPU {bound}") } else { ">= 90% on running vCPUs 2,3".into() };
     report(name, pass, format!("{}/{PINGS} delivered, per-vCPU {counts:?}, want {want}", lat.len()))
+}
+
+/// Per-vCPU counts of Xen's per-CPU timer VIRQ (`timer<N>`, taken only on
+/// vCPU N); 0 where the line is missing.
+fn timer_counts() -> Vec<u64> {
+    (0..4)
+        .map(|v| crate::linux::irq_row(&format!("timer{v}")).map_or(0, |r| r.dense().get(v).copied().unwrap_or(0)))
+        .collect()
+}
+
+/// Per-vCPU (busy, busy + idle) jiffies from /proc/stat: the share of its
+/// running time a vCPU spent out of Linux's idle loop (steal left out).
+fn cpu_times() -> Vec<(u64, u64)> {
+    let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    text.lines()
+        .filter(|l| l.starts_with("cpu") && !l.starts_with("cpu "))
+        .map(|l| {
+            // user nice system idle iowait irq softirq steal ...
+            let f: Vec<u64> = l.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+            let get = |i: usize| f.get(i).copied().unwrap_or(0);
+            let busy = get(0) + get(1) + get(2) + get(5) + get(6);
+            (busy, busy + get(3) + get(4))
+        })
+        .collect()
 }
 
 /// Every error of the ABI table through privcmd, then 10,000 random bad

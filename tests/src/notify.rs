@@ -109,14 +109,14 @@ pub fn run(pc: &Privcmd, mode: &str) -> bool {
     ok
 }
 
-fn counters(pc: &Privcmd) -> BTreeMap<String, u64> {
+pub(crate) fn counters(pc: &Privcmd) -> BTreeMap<String, u64> {
     perf_counters(pc, LAST_COUNTER).unwrap_or_else(|e| {
         println!("EVROUTE-DETAIL perf counters: {e}");
         BTreeMap::new()
     })
 }
 
-fn delta(after: &BTreeMap<String, u64>, before: &BTreeMap<String, u64>, name: &str) -> u64 {
+pub(crate) fn delta(after: &BTreeMap<String, u64>, before: &BTreeMap<String, u64>, name: &str) -> u64 {
     after.get(name).copied().unwrap_or(0).saturating_sub(before.get(name).copied().unwrap_or(0))
 }
 
