@@ -40,6 +40,12 @@ pub enum Bug {
     /// so a set delayed past a later clear leaves the bit and the count
     /// disagreeing (instead of toggling on each crossing).
     HeavySetOrClear,
+    /// Xen: `Balanced`'s load decays only when an event is routed to the
+    /// vCPU; `Balanced` routes none to a heavy vCPU while another running
+    /// vCPU of the set is light, so the mark sticks and
+    /// every event falls back to the vCPUs still light (the first
+    /// version's flaw, with a mark cleared only when seen drained).
+    StickyMark,
     /// Guest: LINKED is cleared by a plain store after the link was read, so a
     /// link Xen appends in between is lost (Linux uses one cmpxchg).
     ClearLinkedBeforeReadLink,
@@ -88,7 +94,7 @@ pub enum Bug {
 }
 
 impl Bug {
-    pub const ALL: [Bug; 22] = [
+    pub const ALL: [Bug; 23] = [
         Bug::NoTailInvalidation,
         Bug::SkipOldQueueLock,
         Bug::LockOrderInverted,
@@ -99,6 +105,7 @@ impl Bug {
         Bug::RouteIgnoresReceivable,
         Bug::ThreeTryBailout,
         Bug::HeavySetOrClear,
+        Bug::StickyMark,
         Bug::ClearLinkedBeforeReadLink,
         Bug::UnmaskIgnoresPending,
         Bug::HandleMaskedEvent,
@@ -125,6 +132,7 @@ impl Bug {
             Bug::RouteIgnoresReceivable => "route-ignores-receivable",
             Bug::ThreeTryBailout => "three-try-bailout",
             Bug::HeavySetOrClear => "heavy-set-or-clear",
+            Bug::StickyMark => "sticky-mark",
             Bug::ClearLinkedBeforeReadLink => "clear-linked-before-read-link",
             Bug::UnmaskIgnoresPending => "unmask-ignores-pending",
             Bug::HandleMaskedEvent => "handle-masked-event",

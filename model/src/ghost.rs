@@ -33,6 +33,11 @@ pub mod inv {
     pub const NO_DEADLOCK: &str = "deadlock";
     /// `Balanced`'s heavy bit of each vCPU equals "load at the bound".
     pub const HEAVY_MATCHES_LOAD: &str = "heavy-matches-load";
+    /// Once a `Balanced` decision has run in period P, no vCPU is heavy on
+    /// events of a period before P - 1: a mark lasts at most until the first
+    /// decision of the period after the one its last event landed in (P - 1
+    /// is allowed: a CPU that read the clock before P marks after P's sweep).
+    pub const NO_STICKY_MARK: &str = "no-sticky-mark";
 
     /// One IRQ's handler runs on one CPU at a time (a lateeoi handler
     /// until its EOI), however many vCPUs the event may be delivered to.
@@ -45,7 +50,7 @@ pub mod inv {
     /// the event raised and no kick on its way.
     pub const NO_LOST_WAKEUP: &str = "no-lost-wakeup";
 
-    pub const ALL: [&str; 12] = [
+    pub const ALL: [&str; 13] = [
         NO_LOST_EVENT,
         NO_DOUBLE_HANDLING,
         LINKED_ON_ONE_QUEUE,
@@ -55,6 +60,7 @@ pub mod inv {
         ROUTED_WITHIN_SET,
         NO_DEADLOCK,
         HEAVY_MATCHES_LOAD,
+        NO_STICKY_MARK,
         NO_CONCURRENT_HANDLER,
         SET_MATCHES_AFFINITY,
         NO_LOST_WAKEUP,
@@ -282,6 +288,22 @@ impl Ghost {
                 violated(
                     inv::HEAVY_MATCHES_LOAD,
                     format_args!("vCPU {v}: load {load} (bound {LOAD_BOUND}) but heavy bit {heavy}"),
+                );
+            }
+        }
+    }
+}
+
+impl Ghost {
+    /// No vCPU heavy on events of a period before the domain's latest - 1.
+    pub fn check_marks_fresh(&self, sched: &crate::hypervisor::Sched, nr_vcpus: u32) {
+        use crate::hypervisor::sched::PERIOD_MASK;
+        for v in (0..nr_vcpus).filter(|&v| sched.is_heavy(v)) {
+            let (at, now) = (sched.load_period(v), sched.period());
+            if now.wrapping_sub(at) & PERIOD_MASK > 1 {
+                violated(
+                    inv::NO_STICKY_MARK,
+                    format_args!("vCPU {v}: heavy on events of period {at}, a decision has run in period {now}"),
                 );
             }
         }

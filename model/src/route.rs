@@ -43,9 +43,10 @@ pub enum Policy {
     /// vCPU of the set, else a blocked one (woken, it runs at once; a
     /// preempted one waits for a time slice), else the bound one.
     PreferRunning = 1,
-    /// `balanced`: as `PreferRunning`, but a vCPU at the load bound counts as
-    /// busy: stay on the last vCPU while it runs and is under the bound, else
-    /// the next running vCPU of the set under the bound, else as `PreferRunning`.
+    /// `balanced`: as `PreferRunning`, but a vCPU at the load bound (events
+    /// routed to it, halved every period) is crowded: stay on the last vCPU
+    /// while it runs and is light, else the next light running vCPU of the
+    /// set, else as `PreferRunning`.
     Balanced = 2,
 }
 
@@ -75,7 +76,7 @@ pub struct RouteInputs<'a, S: Bits + ?Sized, M: Bits + ?Sized> {
     pub running: &'a M,
     /// vCPUs blocked (halted, waiting for an event): a wake-up runs them.
     pub blocked: &'a M,
-    /// vCPUs over the load bound (`Balanced` only; see `hypervisor::sched`).
+    /// vCPUs at the load bound (`Balanced` only; see `hypervisor::sched`).
     pub heavy: &'a M,
     /// vCPUs able to take an event now: online, FIFO control block mapped,
     /// reached by an upcall. Every search is limited to them.
@@ -142,7 +143,9 @@ fn route_balanced<S: Bits + ?Sized, M: Bits + ?Sized>(inp: &RouteInputs<'_, S, M
     if let Some(v) = first_cyclic(inp.set.nwords(), inp.last.wrapping_add(1), light_running) {
         return v;
     }
-    // Every running vCPU of the set is heavy: as PreferRunning.
+    // Every running vCPU of the set is heavy: as PreferRunning. (Waking a
+    // light blocked vCPU instead spreads further but, where the host is
+    // overcommitted, the woken vCPU waits for a pCPU: see docs/evaluation.md.)
     route_prefer_running(inp)
 }
 

@@ -8,7 +8,7 @@ use crate::abi::{Port, PRIORITY_DEFAULT};
 use crate::bugs::{Bug, Bugs};
 use crate::ghost::inv;
 use crate::guest::{self, Consumer};
-use crate::hypervisor::sched::LOAD_BOUND;
+use crate::hypervisor::sched::{LOAD_BOUND, LOAD_PERIOD_SHIFT};
 use crate::hypervisor::{Config, Hypervisor, Kind, RunState};
 use crate::linux_irq::Linux;
 use crate::notify::{WaitEnd, WaitWord};
@@ -102,8 +102,20 @@ pub const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "load-and-heavy-agree",
-        about: "one CPU routes an event to vCPU0 at the load bound while another finds vCPU0 drained",
+        about: "one CPU routes an event that takes vCPU0 to the load bound while a CPU a period later halves its load",
         run: load_and_heavy_agree,
+        min_preemptions: None,
+    },
+    Scenario {
+        name: "mark-lifts-next-period",
+        about: "vCPU0 is heavy; two periods later two CPUs raise events on its channels while it consumes",
+        run: mark_lifts_next_period,
+        min_preemptions: None,
+    },
+    Scenario {
+        name: "mark-straddles-a-period",
+        about: "a CPU that read the clock in period 0 marks vCPU0 heavy while another sweeps period 1; period 2's sweep lifts it",
+        run: mark_straddles_a_period,
         min_preemptions: None,
     },
     Scenario {
@@ -179,6 +191,7 @@ pub const SEEDED_BUGS: &[SeededBug] = &[
     },
     SeededBug { bug: Bug::ThreeTryBailout, scenario: "queue-changes-under-a-raise", invariant: inv::NO_LOST_EVENT },
     SeededBug { bug: Bug::HeavySetOrClear, scenario: "load-and-heavy-agree", invariant: inv::HEAVY_MATCHES_LOAD },
+    SeededBug { bug: Bug::StickyMark, scenario: "mark-lifts-next-period", invariant: inv::NO_STICKY_MARK },
     SeededBug { bug: Bug::UnmaskIgnoresPending, scenario: "mask-unmask-race", invariant: inv::UNMASK_DELIVERS },
     SeededBug { bug: Bug::HandleMaskedEvent, scenario: "mask-unmask-race", invariant: inv::MASKED_NOT_HANDLED },
     SeededBug {
@@ -277,6 +290,7 @@ impl Stage {
         }
         self.hv.ghost().check_quiescent(self.hv.shared());
         self.hv.ghost().check_load(&self.hv.sched, self.consumers.len() as u32);
+        self.hv.ghost().check_marks_fresh(&self.hv.sched, self.consumers.len() as u32);
     }
 }
 
@@ -485,17 +499,58 @@ fn queue_changes_under_a_raise(bugs: Bugs) {
     st.quiesce();
 }
 
-fn load_and_heavy_agree(bugs: Bugs) {
+/// One vCPU under `Balanced`, its load one below the bound in period 0.
+fn one_below_the_bound(bugs: Bugs) -> Stage {
     let st = Stage::new(1, 2, Policy::Balanced, bugs);
     for _ in 1..LOAD_BOUND {
-        st.hv.sched.note_routed(0, false);
+        st.hv.sched.note_routed(0, 0);
     }
-    // One below the bound: this raise makes vCPU0 heavy...
-    let t1 = spawn(&st.hv, move |hv| hv.sched.note_routed(0, false));
-    // ...while another CPU finds its READY word empty.
-    let t2 = spawn(&st.hv, move |hv| hv.sched.drained(0));
+    st
+}
+
+fn load_and_heavy_agree(bugs: Bugs) {
+    let st = one_below_the_bound(bugs);
+    // This event makes vCPU0 heavy...
+    let t1 = spawn(&st.hv, move |hv| hv.sched.note_routed(0, 0));
+    // ...while a CPU that read the clock a period later halves its load.
+    let t2 = spawn(&st.hv, move |hv| hv.sched.note_routed(0, 1));
     t1.join().unwrap();
     t2.join().unwrap();
+    st.quiesce();
+}
+
+fn mark_lifts_next_period(bugs: Bugs) {
+    let mut st = Stage::new(2, 3, Policy::Balanced, bugs);
+    let (p, q) = (st.bind(0), st.bind(0));
+    st.set(p, &[0, 1]);
+    st.set(q, &[0, 1]);
+    // vCPU0 runs and takes p's events until it reaches the bound.
+    for _ in 0..LOAD_BOUND {
+        st.send(p);
+        st.drain(0);
+    }
+    assert!(st.hv.sched.is_heavy(0), "vCPU0 heavy after {LOAD_BOUND} events");
+    st.hv.time_passes(2 << LOAD_PERIOD_SHIFT);
+    let c0 = st.take(0);
+    let consumer = drain_on(&st.hv, c0);
+    let a = spawn(&st.hv, move |hv| hv.send(p).unwrap());
+    let b = spawn(&st.hv, move |hv| hv.send(q).unwrap());
+    a.join().unwrap();
+    b.join().unwrap();
+    st.give(consumer.join().unwrap());
+    st.quiesce();
+}
+
+fn mark_straddles_a_period(bugs: Bugs) {
+    let st = one_below_the_bound(bugs);
+    // This CPU read the clock in period 0; its event is the eighth.
+    let a = spawn(&st.hv, move |hv| hv.sched.note_routed(0, 0));
+    // This one read it in period 1 and sweeps the heavy vCPUs.
+    let b = spawn(&st.hv, move |hv| hv.sched.new_period(1));
+    a.join().unwrap();
+    b.join().unwrap();
+    // Whatever the order, period 2's first decision leaves no mark of 0.
+    st.hv.sched.new_period(2);
     st.quiesce();
 }
 

@@ -57,6 +57,8 @@ scenarios! {
     scenario_control_block_mapped_while_routed => "control-block-mapped-while-routed",
     scenario_queue_changes_under_a_raise => "queue-changes-under-a-raise",
     scenario_load_and_heavy_agree => "load-and-heavy-agree",
+    scenario_mark_lifts_next_period => "mark-lifts-next-period",
+    scenario_mark_straddles_a_period => "mark-straddles-a-period",
     scenario_raise_while_handler_runs => "raise-while-handler-runs",
     scenario_set_change_while_lateeoi_pending => "set-change-while-lateeoi-pending",
     scenario_lateeoi_handler_runs_again => "lateeoi-handler-runs-again",

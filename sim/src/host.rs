@@ -11,7 +11,7 @@ use crate::metrics::Metrics;
 use crate::scenario::{ms, us, Ns, Scenario};
 use crate::sched::{self, Pcpu, PcpuView, Scheduler, VcpuId};
 use crate::workload::{Arrivals, SourceRng};
-use evroute_model::hypervisor::sched::{RunState, Sched};
+use evroute_model::hypervisor::sched::{period_of, RunState, Sched};
 use evroute_model::route::set_bit;
 use evroute_model::{route, Policy, RouteInputs};
 use std::cmp::Ordering;
@@ -143,6 +143,8 @@ struct Source {
     arrivals: Arrivals,
     rng: SourceRng,
     handler: Ns,
+    /// Handler time per merged raise.
+    per_merged: Ns,
     /// (global worker vCPU, cost including the switch to it)
     deferred: Option<(VcpuId, Ns)>,
 }
@@ -292,6 +294,7 @@ impl Host {
                 arrivals: Arrivals::new(src.arrival.get_ref(), traces[si].clone()),
                 rng: SourceRng::new(s.seed, si),
                 handler: us(*src.handler_us.get_ref()),
+                per_merged: us(src.per_merged_us.as_ref().map_or(0.0, |m| *m.get_ref())),
                 deferred,
             });
         }
@@ -300,6 +303,7 @@ impl Host {
             handled: vec![0; vcpus.len()],
             run_time: vec![0; vcpus.len()],
             idle_time: vec![0; nr_pcpus],
+            app_time: vec![0; vcpus.len()],
             ..Metrics::default()
         };
         Host {
@@ -413,6 +417,9 @@ impl Host {
         }
         let end = self.end;
         for p in 0..self.pcpus.len() {
+            if let Some(v) = self.views[p].cur {
+                self.pause(v, end);
+            }
             match self.views[p].cur {
                 Some(v) => self.metrics.run_time[v] += end - self.vcpus[v].run_since,
                 None => self.metrics.idle_time[p] += end - self.pcpus[p].since,
@@ -446,13 +453,12 @@ impl Host {
             return false;
         }
         let d = &self.domains[ch.dom];
-        // As Xen's routed set-pending: a heavy last vCPU that has drained its
-        // queue is light again.
-        if self.policy == Policy::Balanced
-            && d.sched.is_heavy(ch.last)
-            && self.vcpus[d.first + ch.last as usize].fifo.is_empty()
-        {
-            d.sched.drained(ch.last);
+        // As Xen's routed set-pending under `balanced`: the first decision of
+        // a load period lifts the last period's marks.
+        let balanced = self.policy == Policy::Balanced && ch.source.is_some();
+        let period = period_of(self.now);
+        if balanced {
+            d.sched.new_period(period);
         }
         let target = match ch.source {
             // Per-vCPU events (IPIs) are never routed.
@@ -489,7 +495,9 @@ impl Host {
                 halted: bits(&|x| x.state == RunState::Blocked),
             });
         }
-        d.sched.note_routed(target, self.vcpus[v].fifo.is_empty());
+        if balanced {
+            d.sched.note_routed(target, period);
+        }
         let ch = &mut self.chans[c];
         ch.pending = true;
         ch.last = target;
@@ -679,6 +687,11 @@ impl Host {
     /// Stop the clock of the current phase (descheduled or interrupted).
     fn pause(&mut self, v: VcpuId, now: Ns) {
         let vc = &mut self.vcpus[v];
+        if vc.phase == Phase::Background {
+            // The application ran since `started` (counted after the warm-up).
+            self.metrics.app_time[v] += now.saturating_sub(vc.started.max(self.warmup));
+            vc.started = now;
+        }
         if matches!(vc.phase, Phase::Entry | Phase::Handler | Phase::Worker) {
             vc.remaining -= (now - vc.started).min(vc.remaining);
             vc.gen += 1;
@@ -728,6 +741,7 @@ impl Host {
                     }
                     if vc.busy {
                         vc.phase = Phase::Background;
+                        vc.started = now;
                         return;
                     }
                     vc.phase = Phase::Idle;
@@ -793,7 +807,8 @@ impl Host {
             vc.batch = raises;
             vc.handling = si;
             vc.phase = Phase::Handler;
-            vc.remaining = self.sources[si].handler;
+            let src = &self.sources[si];
+            vc.remaining = src.handler + src.per_merged * (vc.batch.len() as u64).saturating_sub(1);
             self.resume(v);
             return;
         }

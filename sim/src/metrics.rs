@@ -84,6 +84,10 @@ pub struct Metrics {
     pub context_switches: u64,
     pub run_time: Vec<Ns>,
     pub idle_time: Vec<Ns>,
+    /// Per global vCPU, after the warm-up: time its application (the busy
+    /// loop) ran, that is, running and not in Xen's or the guest's event
+    /// path. Handler time on a vCPU is taken from it.
+    pub app_time: Vec<Ns>,
     /// Events the engine processed (the benchmark's unit).
     pub engine_events: u64,
 }

@@ -33,6 +33,11 @@ pub struct PolicyResult {
     /// after all.
     pub waits_hit: u64,
     pub waits_gave_up: u64,
+    /// The first source's domain: CPUs' worth of time its busy vCPUs'
+    /// application ran (what handler time is taken from), and the share of
+    /// the simulated time the slowest of them ran it.
+    pub app_cpus: f64,
+    pub app_min: f64,
     pub context_switches: u64,
     pub engine_events: u64,
 }
@@ -65,16 +70,21 @@ pub fn run_one(s: &Scenario, policy: Policy, traces: &Traces) -> (PolicyResult, 
 }
 
 fn summarise(s: &Scenario, policy: Policy, m: &Metrics) -> PolicyResult {
-    let (handled, in_set): (Vec<u64>, Vec<u64>) = match s.sources.first() {
+    let secs_ns = *s.duration_ms.get_ref() * 1e6;
+    let (handled, in_set, app): (Vec<u64>, Vec<u64>, Vec<f64>) = match s.sources.first() {
         Some(src) => {
             let di = s.domain_index(src.domain.get_ref()).expect("checked");
             let first: usize = s.domains[..di].iter().map(|d| *d.vcpus.get_ref() as usize).sum();
             let n = *s.domains[di].vcpus.get_ref() as usize;
             let h = m.handled[first..first + n].to_vec();
             let set = (0..n as u32).filter(|&v| src.in_set(v)).map(|v| h[v as usize]).collect();
-            (h, set)
+            let app = (0..n as u32)
+                .filter(|&v| s.domains[di].is_busy(v))
+                .map(|v| m.app_time[first + v as usize] as f64 / secs_ns)
+                .collect();
+            (h, set, app)
         }
-        None => (Vec::new(), Vec::new()),
+        None => (Vec::new(), Vec::new(), Vec::new()),
     };
     let per = |x: u64| if m.raised == 0 { 0.0 } else { round3(x as f64 / m.raised as f64) };
     PolicyResult {
@@ -90,6 +100,9 @@ fn summarise(s: &Scenario, policy: Policy, m: &Metrics) -> PolicyResult {
         wakeups_per_event: per(m.wakeups),
         waits_hit: m.waits_hit,
         waits_gave_up: m.waits_gave_up,
+        // An empty f64 sum is -0.0: start from 0.
+        app_cpus: round3(app.iter().fold(0.0, |a, x| a + x)),
+        app_min: round3(app.iter().copied().reduce(f64::min).unwrap_or(0.0)),
         context_switches: m.context_switches,
         engine_events: m.engine_events,
     }
@@ -131,14 +144,26 @@ pub fn table(r: &Report) -> String {
     );
     let _ = writeln!(
         out,
-        "{:<24} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9} {:>6} {:>7} {:>7}",
-        "policy", "p50", "p90", "p99", "p99.9", "max", "done p50", "done p99", "Jain", "IPIs/ev", "wake/ev"
+        "{:<24} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9} {:>6} {:>7} {:>7} {:>8} {:>7}",
+        "policy",
+        "p50",
+        "p90",
+        "p99",
+        "p99.9",
+        "max",
+        "done p50",
+        "done p99",
+        "Jain",
+        "IPIs/ev",
+        "wake/ev",
+        "app CPUs",
+        "app min"
     );
     for p in &r.policies {
         let pol = Policy::from_option(p.policy).expect("own name");
         let _ = writeln!(
             out,
-            "{:<24} {:>8.1} {:>8.1} {:>8.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>6.3} {:>7.3} {:>7.3}",
+            "{:<24} {:>8.1} {:>8.1} {:>8.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>6.3} {:>7.3} {:>7.3} {:>8.3} {:>7.3}",
             policy_label(pol),
             p.handler.p50_us,
             p.handler.p90_us,
@@ -149,7 +174,9 @@ pub fn table(r: &Report) -> String {
             p.completion.p99_us,
             p.jain,
             p.ipis_per_event,
-            p.wakeups_per_event
+            p.wakeups_per_event,
+            p.app_cpus,
+            p.app_min
         );
     }
     for p in &r.policies {

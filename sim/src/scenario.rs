@@ -226,6 +226,10 @@ pub struct Source {
     pub set: Option<Spanned<VcpuList>>,
     /// Handler cost per event consumed, µs.
     pub handler_us: Spanned<f64>,
+    /// More handler time per raise merged into the event (work per packet
+    /// rather than per interrupt); 0 by default.
+    #[serde(default)]
+    pub per_merged_us: Option<Spanned<f64>>,
     pub arrival: Spanned<Arrival>,
     /// A second stage on a guest worker thread pinned to one vCPU.
     #[serde(default)]
@@ -446,6 +450,11 @@ impl Scenario {
             let h = *s.handler_us.get_ref();
             if !(h.is_finite() && h >= 0.0) {
                 return Err((at(s.handler_us.span()), "source.handler_us: must be >= 0".into()));
+            }
+            if let Some(m) = &s.per_merged_us {
+                if !(m.get_ref().is_finite() && *m.get_ref() >= 0.0) {
+                    return Err((at(m.span()), "source.per_merged_us: must be >= 0".into()));
+                }
             }
             let bad_rate = match s.arrival.get_ref() {
                 Arrival::Poisson { rate_per_s } => !pos(*rate_per_s),

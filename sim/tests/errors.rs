@@ -43,6 +43,7 @@ fn each_bad_field_is_named_with_its_line_and_what_is_allowed() {
             "arrival = { kind = \"closed\", gap_us_min = 300.0, gap_us_max = 100.0 }",
             "source.arrival: closed needs 0 < gap_us_min <= gap_us_max",
         ),
+        ("handler_us = 5.0", "handler_us = 5.0\nper_merged_us = -2.0", "source.per_merged_us: must be >= 0"),
         (
             "busy = \"all\"",
             "busy = \"all\"\nhousekeeping = { every_ms = 1.0, cost_us = 2000.0 }",

@@ -33,6 +33,8 @@ fn cell(p: &PolicyResult, column: &str) -> String {
         "Jain" => format!("{:.3}", p.jain),
         "IPIs/ev" => format!("{:.3}", p.ipis_per_event),
         "wake-ups/ev" => format!("{:.3}", p.wakeups_per_event),
+        "app CPUs" => format!("{:.3}", p.app_cpus),
+        "app min" => format!("{:.3}", p.app_min),
         other => panic!("unknown column '{other}'"),
     }
 }
@@ -63,6 +65,11 @@ fn the_default_table_is_what_the_default_scenario_gives() {
 #[test]
 fn the_bursts_table_is_what_the_bursts_scenario_gives() {
     check("### Bursts: where Balanced differs", "sim/scenarios/bursts.toml");
+}
+
+#[test]
+fn the_crowd_table_is_what_the_crowd_scenario_gives() {
+    check("### Crowding: handler time taken from the application", "sim/scenarios/crowd.toml");
 }
 
 #[test]

@@ -96,6 +96,9 @@ fn main() {
         ok &= share(&pc, "nothing-set", None, &mode);
         ok &= share(&pc, &format!("share-{mode}"), Some(ALL_VCPUS), &mode);
     }
+    if mode == "running" || mode == "balanced" {
+        ok &= crowd(&pc, &mode);
+    }
     if mode == "running" {
         ok &= bad_input(&pc);
         ok &= storm(&pc);
@@ -445,6 +448,91 @@ fn storm(pc: &Privcmd) -> bool {
         "storm",
         done == ROUND_TRIPS && echoed == ROUND_TRIPS,
         format!("{done}/{ROUND_TRIPS} replies received, {echoed} pings received, in {secs:.1}s while {changes} set/priority changes"),
+    )
+}
+
+/// Crowding: four channels, each with a set of all vCPUs, raised back to
+/// back by a thread on vCPU 2 and read by a poller on vCPU 3 (one event in
+/// flight per channel). `running` keeps every event on the sender's own
+/// vCPU, which is running; `balanced` must spread them once that vCPU has
+/// taken its load bound within a period: no vCPU may handle more than 3/4.
+fn crowd(pc: &Privcmd, mode: &str) -> bool {
+    const CHANNELS: usize = 4;
+    const EVENTS: u64 = 4000;
+    let pairs: Vec<Pair> = (0..CHANNELS)
+        .map(|k| Pair::new(&format!("evr-crowd-r{k}"), &format!("evr-crowd-t{k}")).expect("pair"))
+        .collect();
+    for p in &pairs {
+        if let Err(e) = pc.set_vcpu_set(p.rx_port, ALL_VCPUS) {
+            return report(&format!("crowd-{mode}"), false, format!("set_vcpu_set: errno {e}"));
+        }
+    }
+    let before: Vec<Vec<u64>> = pairs.iter().map(|p| irq_counts(&p.rx.name).unwrap_or_default()).collect();
+    let acked: Vec<AtomicBool> = (0..CHANNELS).map(|_| AtomicBool::new(true)).collect();
+    let (mut rxs, mut txs) = (Vec::new(), Vec::new());
+    for Pair { rx, tx, rx_port, tx_port } in pairs {
+        rxs.push((rx, rx_port));
+        txs.push((tx, tx_port));
+    }
+    let t = Instant::now();
+    let (sent, got) = std::thread::scope(|s| {
+        let acked = &acked;
+        let rxs = &mut rxs;
+        let receiver = s.spawn(move || {
+            pin(BUSY[1]);
+            let (mut got, mut idle_since) = (0u64, Instant::now());
+            while got < EVENTS && idle_since.elapsed() < Duration::from_secs(3) {
+                for (k, (rx, port)) in rxs.iter_mut().enumerate() {
+                    if let Ok(p) = rx.wait(0) {
+                        if !p.is_empty() {
+                            got += p.len() as u64;
+                            rx.unmask(*port).expect("unmask");
+                            acked[k].store(true, Ordering::Release);
+                            idle_since = Instant::now();
+                        }
+                    }
+                }
+            }
+            got
+        });
+        pin(BUSY[0]);
+        let mut sent = 0u64;
+        let start = Instant::now();
+        'send: while sent < EVENTS {
+            for (k, (tx, port)) in txs.iter().enumerate() {
+                if sent == EVENTS || start.elapsed() > Duration::from_secs(20) {
+                    break 'send;
+                }
+                if acked[k].swap(false, Ordering::AcqRel) {
+                    tx.notify(*port).expect("notify");
+                    sent += 1;
+                }
+            }
+        }
+        (sent, receiver.join().expect("receiver"))
+    });
+    let secs = t.elapsed().as_secs_f64();
+    let mut counts = vec![0u64; 4];
+    for ((rx, _), b) in rxs.iter().zip(&before) {
+        let d = per_cpu_delta(&irq_counts(&rx.name).unwrap_or_default(), b);
+        counts.iter_mut().zip(d).for_each(|(c, n)| *c += n);
+    }
+    let total: u64 = counts.iter().sum();
+    let max_share = if total == 0 { 0.0 } else { *counts.iter().max().unwrap_or(&0) as f64 / total as f64 };
+    println!(
+        "EVROUTE-METRIC scenario=crowd-{mode} sent={sent} received={got} handled={total} per_vcpu={counts:?} jain={:.3} max_share={max_share:.3} events_per_s={:.0}",
+        jain(&counts),
+        got as f64 / secs
+    );
+    let delivered = sent == EVENTS && got == EVENTS;
+    let spread = mode != "balanced" || max_share <= 0.75;
+    report(
+        &format!("crowd-{mode}"),
+        delivered && spread,
+        format!(
+            "{got}/{EVENTS} delivered, per-vCPU {counts:?}{}",
+            if mode == "balanced" { format!(", largest share {max_share:.3} (want <= 0.75)") } else { String::new() }
+        ),
     )
 }
 

@@ -9,16 +9,17 @@ pub mod sched;
 pub use channel::{Kind, LastQ};
 pub use sched::{RunState, Sched};
 
-use crate::abi::{EvtchnSetVcpuSet, Port, SharedEvents, EVTCHN_VCPU_SET_GET, MAX_VCPUS, PRIORITY_DEFAULT};
+use crate::abi::{EvtchnSetVcpuSet, Port, EVTCHN_VCPU_SET_GET, MAX_VCPUS, PRIORITY_DEFAULT};
 use crate::bugs::{Bug, Bugs};
 use crate::error::Error;
 use crate::ghost::Ghost;
 use crate::guest::Hypercalls;
 use crate::route::{self, Bits, Policy, RouteInputs};
 use crate::shared::SharedPages;
-use crate::sync::{lock, read, write, AtomicU32, Ordering};
+use crate::sync::{lock, read, write, AtomicU32, AtomicU64, Ordering};
 use channel::Channel;
 use fifo::Queue;
+use sched::period_of;
 
 /// How the model domain is built.
 #[derive(Clone, Copy, Debug)]
@@ -58,6 +59,9 @@ pub struct Hypervisor {
     ghost: Ghost,
     /// Out-of-line sets held (`nr_ext`), against `max_sets`.
     nr_ext: AtomicU32,
+    /// Xen's `NOW()` in ns, as far as `Balanced`'s load periods go: moved
+    /// on by `time_passes`.
+    now: AtomicU64,
 }
 
 impl Hypervisor {
@@ -71,8 +75,14 @@ impl Hypervisor {
             sched: Sched::with(cfg.nr_vcpus, cfg.unmapped, cfg.bugs),
             ghost: Ghost::new(cfg.nr_ports),
             nr_ext: AtomicU32::new(0),
+            now: AtomicU64::new(0),
             cfg,
         }
+    }
+
+    /// `ns` of time pass (the clock `Balanced`'s load periods follow).
+    pub fn time_passes(&self, ns: u64) {
+        self.now.fetch_add(ns, Ordering::Relaxed);
     }
 
     pub fn config(&self) -> &Config {
@@ -201,11 +211,6 @@ impl Hypervisor {
         self.fifo_set_pending(v, port, ch);
     }
 
-    /// Has `v` drained every queue (`evtchn_fifo_vcpu_drained()`)?
-    fn drained(&self, v: u32) -> bool {
-        self.shared.control_block(v).ready.load(Ordering::SeqCst) == 0
-    }
-
     /// `evtchn_route_vcpu()` in the Xen patch: the routing decision for one
     /// set-pending, with `balanced`'s bookkeeping. Without a set (or with
     /// the option off) this is `notify_vcpu_id`, as today.
@@ -216,13 +221,14 @@ impl Hypervisor {
         }
         let last = LastQ::from_raw(ch.lastq.load(Ordering::Relaxed)).vcpu;
         let balanced = self.cfg.policy == Policy::Balanced;
-        // A heavy last vCPU that has caught up is light again.
-        if balanced && self.sched.is_heavy(last) && self.drained(last) {
-            self.sched.drained(last);
+        let now = period_of(self.now.load(Ordering::Relaxed));
+        // The first decision of a period lifts the marks of the last one.
+        if balanced {
+            self.sched.new_period(now);
         }
         let v = self.decide_target(port, ch, bound, last);
         if balanced {
-            self.sched.note_routed(v, self.drained(v));
+            self.sched.note_routed(v, now);
         }
         v
     }

@@ -1,5 +1,5 @@
 //! What routing reads of the scheduler and of the FIFO set-up, per domain:
-//! bitmaps of running, blocked and receivable vCPUs, and the bounded load
+//! bitmaps of running, blocked and receivable vCPUs, and the decaying load
 //! signal of `Balanced` (`struct evtchn_route_domain` in the Xen patch).
 //!
 //! Xen keeps them in `vcpu_runstate_change()` and the FIFO control-block
@@ -25,9 +25,56 @@ pub enum RunState {
     Offline,
 }
 
-/// Events routed to one vCPU while it had not drained its queues, at which
-/// it counts as heavy for `Balanced`. Bounded so the signal costs one byte.
+/// `Balanced`'s load of a vCPU: the events routed to it, halved at every
+/// period boundary; at this bound it counts as heavy. Kept below the bound
+/// by about 4 events a period, so a vCPU must take more than that, period
+/// after period, to stay heavy; one period without events clears the mark.
 pub const LOAD_BOUND: u8 = 8;
+
+/// A period is 2^20 ns (about a millisecond) of Xen's `NOW()`: a load
+/// halves once per period that passes.
+pub const LOAD_PERIOD_SHIFT: u32 = 20;
+
+/// Periods are counted modulo 2^24: the load word is `period << 8 | count`.
+pub const PERIOD_MASK: u32 = (1 << 24) - 1;
+
+/// The period of a time in ns (Xen: `NOW()`).
+pub fn period_of(ns: u64) -> u32 {
+    (ns >> LOAD_PERIOD_SHIFT) as u32 & PERIOD_MASK
+}
+
+/// A load word: the period it was last brought up to date in, and the count.
+fn unpack(w: u32) -> (u32, u8) {
+    (w >> 8, w as u8)
+}
+
+fn pack(period: u32, count: u8) -> u32 {
+    (period & PERIOD_MASK) << 8 | u32::from(count)
+}
+
+/// How far (in periods) a load or the domain's period may be ahead of a
+/// caller's clock and still count as "later": a CPU that read `NOW()` just
+/// before another moved on. Anything further ahead is a wrapped stamp from
+/// long ago.
+pub const LOAD_SKEW: u32 = 2;
+
+/// Is period `at` up to `LOAD_SKEW` periods after `now` (modulo 2^24)?
+fn ahead(at: u32, now: u32) -> bool {
+    let d = at.wrapping_sub(now) & PERIOD_MASK;
+    d != 0 && d <= LOAD_SKEW
+}
+
+/// The count of load word `w` brought to period `now`: halved once per
+/// period since its own. A word from a slightly later period than `now`
+/// (see `LOAD_SKEW`) is left as it is.
+fn decayed(w: u32, now: u32) -> (u32, u8) {
+    let (at, count) = unpack(w);
+    if ahead(at, now) {
+        return (at, count);
+    }
+    let elapsed = now.wrapping_sub(at) & PERIOD_MASK;
+    (now, if elapsed >= 8 { 0 } else { count >> elapsed })
+}
 
 /// Per-vCPU flags (`ROUTE_*` in the Xen patch); a vCPU is receivable when
 /// it has all of them. The model has no HVM callback, so every vCPU is
@@ -45,7 +92,10 @@ pub struct Sched {
     /// Serialises changes of a vCPU's flags and its receivable bit.
     lock: Mutex<()>,
     flags: Box<[AtomicU8]>,
-    load: Box<[AtomicU8]>,
+    /// Per vCPU, `period << 8 | count` (see `decayed`).
+    load: Box<[AtomicU32]>,
+    /// The latest period a `Balanced` decision of this domain started in.
+    period: AtomicU32,
     /// Notifications sent (`vcpu_mark_events_pending` found the flag clear).
     kicks: Box<[AtomicU32]>,
     bugs: Bugs,
@@ -90,7 +140,8 @@ impl Sched {
             receivable: words(nr_vcpus),
             lock: Mutex::new(()),
             flags: (0..nr_vcpus).map(|_| AtomicU8::new(ONLINE)).collect(),
-            load: (0..nr_vcpus).map(|_| AtomicU8::new(0)).collect(),
+            load: (0..nr_vcpus).map(|_| AtomicU32::new(0)).collect(),
+            period: AtomicU32::new(0),
             kicks: (0..nr_vcpus).map(|_| AtomicU32::new(0)).collect(),
             bugs,
         };
@@ -157,34 +208,61 @@ impl Sched {
         self.receivable[(v / 64) as usize].load(Ordering::Acquire) & (1 << (v % 64)) != 0
     }
 
-    /// An event was routed to `v`. Its count restarts at 1 if `v` had
-    /// drained every queue (its READY word was empty), else it grows up to
-    /// the bound (`evtchn_route_loaded()`).
-    pub fn note_routed(&self, v: u32, drained: bool) {
+    /// A `Balanced` decision starts in period `now`: the first one of a new
+    /// period brings every heavy vCPU's load up to date, which halves it
+    /// below the bound (`route_new_period()`). Costs O(words) and one update
+    /// per heavy vCPU, once per period: at most one per four events routed
+    /// in the period before. A light vCPU's load decays when next touched.
+    pub fn new_period(&self, now: u32) {
+        let seen = self.period.load(Ordering::Relaxed);
+        // Never back: a caller whose clock is behind leaves it to the others.
+        if seen == now || ahead(seen, now) {
+            return;
+        }
+        // One CPU per period does the sweep; losers go on with their event.
+        // Relaxed: the loads are hints, changed by their own atomics.
+        if self.period.compare_exchange(seen, now, Ordering::Relaxed, Ordering::Relaxed).is_err() {
+            return;
+        }
+        if self.bugs.has(Bug::StickyMark) {
+            // The mistake: decay only when an event comes, and Balanced
+            // sends none to a heavy vCPU, so its mark never clears.
+            return;
+        }
+        for (i, word) in self.heavy.iter().enumerate() {
+            let mut w = word.load(Ordering::Relaxed);
+            while w != 0 {
+                let v = (i * 64) as u32 + w.trailing_zeros();
+                w &= w - 1;
+                self.add_load(v, now, 0);
+            }
+        }
+    }
+
+    /// An event was routed to `v` in period `now` (`route_load_add()`).
+    pub fn note_routed(&self, v: u32, now: u32) {
+        self.add_load(v, now, 1);
+    }
+
+    /// Bring `v`'s load to period `now` and add `n` events, up to the bound.
+    fn add_load(&self, v: u32, now: u32, n: u8) {
         let load = &self.load[v as usize];
         let mut old = load.load(Ordering::Relaxed);
-        let new = loop {
-            let new = if drained { 1 } else { old.saturating_add(1).min(LOAD_BOUND) };
+        let (before, after) = loop {
+            let (at, count) = decayed(old, now);
+            let new = pack(at, count.saturating_add(n).min(LOAD_BOUND));
             if new == old {
                 return;
             }
             // Relaxed: the count is a hint; the toggle below keeps the bit
             // consistent whatever order two changes take.
             match load.compare_exchange(old, new, Ordering::Relaxed, Ordering::Relaxed) {
-                Ok(_) => break new,
+                Ok(_) => break (unpack(old).1, unpack(new).1),
                 // Another CPU's change took effect first: build on it.
                 Err(seen) => old = seen,
             }
         };
-        self.load_crossed(v, old, new);
-    }
-
-    /// `v` was seen with every queue drained (its READY word empty): its
-    /// count restarts (`evtchn_route_drained()`). Blocking says nothing of
-    /// its queues (SCHEDOP_poll, or halting with events disabled).
-    pub fn drained(&self, v: u32) {
-        let old = self.load[v as usize].swap(0, Ordering::Relaxed);
-        self.load_crossed(v, old, 0);
+        self.load_crossed(v, before, after);
     }
 
     /// A change of the count from `old` to `new` crossed the bound: toggle
@@ -209,8 +287,19 @@ impl Sched {
         crate::route::test_bit(&self.heavy[..], v)
     }
 
+    /// `v`'s stored count (not brought up to date).
     pub fn load(&self, v: u32) -> u8 {
-        self.load[v as usize].load(Ordering::Relaxed)
+        unpack(self.load[v as usize].load(Ordering::Relaxed)).1
+    }
+
+    /// The period `v`'s load was last brought up to date in.
+    pub fn load_period(&self, v: u32) -> u32 {
+        unpack(self.load[v as usize].load(Ordering::Relaxed)).0
+    }
+
+    /// The latest period a decision of this domain started in.
+    pub fn period(&self) -> u32 {
+        self.period.load(Ordering::Relaxed)
     }
 
     pub fn note_kick(&self, v: u32) {

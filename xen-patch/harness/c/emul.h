@@ -47,6 +47,11 @@ typedef bool bool_t;
 #define max(a, b) ({ __typeof__(a) a_ = (a); __typeof__(b) b_ = (b); a_ > b_ ? a_ : b_; })
 #define array_index_nospec(i, n) (i)
 
+/* Time: Xen's NOW() in ns, moved on by the test (hx_time_passes()). */
+typedef int64_t s_time_t;
+extern s_time_t hx_now;
+#define NOW() (hx_now)
+
 /* Logging: counted, not printed (the differential test compares state). */
 extern unsigned long hx_warnings;
 static inline void hx_printk(const char *fmt, ...)

@@ -10,6 +10,7 @@
 #include <stdio.h>
 
 unsigned long hx_warnings;
+s_time_t hx_now;
 unsigned int hx_locks_held;
 __thread struct vcpu *hx_current;
 
@@ -301,6 +302,8 @@ struct domain *hx_create(const struct hx_config *c)
     unsigned int i;
 
     opt_evtchn_route = c->policy;
+    /* Each domain's clock starts at 0, as the model's does. */
+    hx_now = 0;
     d->max_vcpus = c->nr_vcpus;
     d->valid_evtchns = c->nr_ports;
     d->hx_pv32 = c->pv32;

@@ -112,6 +112,7 @@ extern "C" {
     static mut hx_xen_area_accesses: u64;
     static mut hx_fail_alloc_in: c_uint;
     static mut hx_warnings: u64;
+    static mut hx_now: i64;
     static mut hx_live_allocs: i64;
     static mut hx_wrong_frees: u64;
 }
@@ -318,6 +319,13 @@ impl XenDomain {
         assert!((0..self.nr_vcpus).all(|v| self.vcpu_exists(v)));
         // SAFETY: self.d is live and every vCPU exists.
         unsafe { hx_bench_switches(self.d, n) }
+    }
+
+    /// `ns` of Xen's `NOW()` pass (what `balanced`'s load periods follow).
+    pub fn time_passes(&self, ns: u64) {
+        // SAFETY: a global of the C, touched only while this domain (and so
+        // ONE_AT_A_TIME) is held.
+        unsafe { hx_now += ns as i64 }
     }
 
     /// The next `n`-th allocation Xen makes fails (0: none).

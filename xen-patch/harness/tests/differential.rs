@@ -25,8 +25,11 @@ enum Op {
     Alloc(Kind, u32),
     Close(u32),
     Send(u32),
-    /// Sends without consuming, enough to reach `balanced`'s load bound.
+    /// Sends, each consumed before the next: enough routed events to reach
+    /// `balanced`'s load bound.
     Burst(u32, u32),
+    /// Xen's `NOW()` moves on this many ns (`balanced`'s load periods).
+    TimePasses(u64),
     Consume(u32),
     /// Every vCPU drains its queues.
     ConsumeAll,
@@ -116,6 +119,17 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (port, vcpu()).prop_map(|(p, v)| Op::BindVcpu(p, v)),
         4 => set_op(),
         3 => (vcpu(), state).prop_map(|(v, s)| Op::RunState(v, s)),
+        // Within a period, one or a few periods, half a wrap of the 24-bit
+        // period (2^43 ns), and to just behind a whole wrap.
+        1 => prop_oneof![
+            Just(1u64 << 20),
+            Just(3u64 << 19),
+            Just(1u64 << 24),
+            0u64..(1 << 21),
+            Just(1u64 << 43),
+            Just((1u64 << 44) - (1 << 20)),
+        ]
+        .prop_map(Op::TimePasses),
         1 => vcpu().prop_map(Op::InitControl),
     ]
 }
@@ -170,9 +184,20 @@ impl Pair {
             Op::Close(p) => (errno(self.model.close(p)), self.xen.close(p)),
             Op::Send(p) => (errno(self.model.send(p)), self.xen.send(p)),
             Op::Burst(p, n) => {
+                // Each event consumed where it may have gone (sets name
+                // the pool's vCPUs), so the next send is routed again.
+                let n_vcpus = self.nr_vcpus;
                 for _ in 0..n {
                     self.step(&Op::Send(p))?;
+                    for v in pool(n_vcpus).into_iter().filter(|&v| v < n_vcpus) {
+                        self.consume(v)?;
+                    }
                 }
+                (0, 0)
+            }
+            Op::TimePasses(ns) => {
+                self.model.time_passes(ns);
+                self.xen.time_passes(ns);
                 (0, 0)
             }
             Op::Consume(v) => return self.consume(self.v(v) % self.nr_vcpus),
