@@ -141,8 +141,8 @@ pub const SEEDED_C: &[SeededC] = &[
         about: "a new load period does not decay the heavy vCPUs, so a mark stays while balanced routes it nothing",
         file: "route",
         edits: &[(
-            "         cmpxchg(&rd->period, seen, now) != seen )\n        return;\n",
-            "         cmpxchg(&rd->period, seen, now) != seen || true )\n        return;\n",
+            "        if ( prev == seen )\n            break;\n",
+            "        if ( prev == seen )\n            return;\n",
         )],
         test: "differential",
         case: "xen_c_matches_the_model",

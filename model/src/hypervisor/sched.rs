@@ -27,8 +27,9 @@ pub enum RunState {
 
 /// `Balanced`'s load of a vCPU: the events routed to it, halved at every
 /// period boundary; at this bound it counts as heavy. Kept below the bound
-/// by about 4 events a period, so a vCPU must take more than that, period
-/// after period, to stay heavy; one period without events clears the mark.
+/// by about 4 events a period, so a vCPU must take that many, period after
+/// period, to stay heavy; a period without events clears the mark at the
+/// next period's first decision.
 pub const LOAD_BOUND: u8 = 8;
 
 /// A period is 2^20 ns (about a millisecond) of Xen's `NOW()`: a load
@@ -54,9 +55,12 @@ fn pack(period: u32, count: u8) -> u32 {
 
 /// How far (in periods) a load or the domain's period may be ahead of a
 /// caller's clock and still count as "later": a CPU that read `NOW()` just
-/// before another moved on. Anything further ahead is a wrapped stamp from
-/// long ago.
-pub const LOAD_SKEW: u32 = 2;
+/// before another moved on. Anything further ahead is taken for a stamp
+/// from a wrap (2^24 periods, 4.9 hours) ago: a caller more than this far
+/// behind the others (held up for periods) decays loads it should not, and
+/// a stamp within this of a whole wrap old counts as current. Both only
+/// make the hint wrong for a period.
+pub const LOAD_SKEW: u32 = 1;
 
 /// Is period `at` up to `LOAD_SKEW` periods after `now` (modulo 2^24)?
 fn ahead(at: u32, now: u32) -> bool {
@@ -211,18 +215,22 @@ impl Sched {
     /// A `Balanced` decision starts in period `now`: the first one of a new
     /// period brings every heavy vCPU's load up to date, which halves it
     /// below the bound (`route_new_period()`). Costs O(words) and one update
-    /// per heavy vCPU, once per period: at most one per four events routed
-    /// in the period before. A light vCPU's load decays when next touched.
+    /// per heavy vCPU, once per period, each paid for by at least
+    /// `LOAD_BOUND / 2` events routed to that vCPU since its load was last
+    /// halved. A light vCPU's load decays when next touched.
     pub fn new_period(&self, now: u32) {
-        let seen = self.period.load(Ordering::Relaxed);
+        let mut seen = self.period.load(Ordering::Relaxed);
         // Never back: a caller whose clock is behind leaves it to the others.
-        if seen == now || ahead(seen, now) {
-            return;
-        }
-        // One CPU per period does the sweep; losers go on with their event.
+        // One CPU per period sweeps; a loser to a CPU still behind retries.
         // Relaxed: the loads are hints, changed by their own atomics.
-        if self.period.compare_exchange(seen, now, Ordering::Relaxed, Ordering::Relaxed).is_err() {
-            return;
+        loop {
+            if seen == now || ahead(seen, now) {
+                return;
+            }
+            match self.period.compare_exchange(seen, now, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => break,
+                Err(s) => seen = s,
+            }
         }
         if self.bugs.has(Bug::StickyMark) {
             // The mistake: decay only when an event comes, and Balanced

@@ -119,14 +119,16 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (port, vcpu()).prop_map(|(p, v)| Op::BindVcpu(p, v)),
         4 => set_op(),
         3 => (vcpu(), state).prop_map(|(v, s)| Op::RunState(v, s)),
-        // Within a period, one or a few periods, half a wrap of the 24-bit
-        // period (2^43 ns), and to just behind a whole wrap.
+        // Within a period, one or a few periods, half and three quarters of
+        // a wrap of the 24-bit period (2^44 ns), and to just short of one.
         1 => prop_oneof![
             Just(1u64 << 20),
             Just(3u64 << 19),
             Just(1u64 << 24),
             0u64..(1 << 21),
             Just(1u64 << 43),
+            Just(3u64 << 42),
+            Just((1u64 << 44) - (5 << 20)),
             Just((1u64 << 44) - (1 << 20)),
         ]
         .prop_map(Op::TimePasses),
