@@ -11,6 +11,7 @@
 //! `compat-fifo0`, `compat-sets0`.
 
 mod disk;
+mod domu;
 mod guest;
 mod linux;
 mod notify;
@@ -75,6 +76,11 @@ fn main() {
         }
         return;
     }
+    if mode == "domu" {
+        let ok = domu::run_domu();
+        println!("EVROUTE-DONE {}", if ok { "PASS" } else { "FAIL" });
+        return;
+    }
     if mode.starts_with("notify-") || mode.starts_with("shared-") {
         let ok = notify::run(&pc, &mode);
         println!("EVROUTE-DONE {}", if ok { "PASS" } else { "FAIL" });
@@ -83,7 +89,7 @@ fn main() {
     if !["unpatched", "off", "running", "balanced"].contains(&mode.as_str()) {
         let guest: Vec<&str> = GUEST_MODES.iter().map(|(m, _)| *m).collect();
         eprintln!(
-            "usage: evroute-e2e unpatched|off|running|balanced|{}|notify-{{off,poll,mwait}}|shared-{{off,poll}}|bench-notify [EVENTS]",
+            "usage: evroute-e2e unpatched|off|running|balanced|domu|{}|notify-{{off,poll,mwait}}|shared-{{off,poll}}|bench-notify [EVENTS]",
             guest.join("|")
         );
         std::process::exit(2);

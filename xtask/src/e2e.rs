@@ -9,6 +9,7 @@
 
 use crate::linux;
 use crate::run::Steps;
+use crate::toolstack;
 use crate::xen;
 use std::collections::BTreeMap;
 use std::fs;
@@ -35,10 +36,12 @@ struct BootSpec {
     /// Lines Xen must print: the scheduler and waiting mode asked for were
     /// the ones used.
     xen_says: &'static [&'static str],
+    /// dom0 runs Debian's Xen toolstack and creates domains.
+    toolstack: bool,
 }
 
 const fn boot_spec(label: &'static str, xen: Image, kernel: Image, route: Option<&'static str>) -> BootSpec {
-    BootSpec { label, xen, kernel, route, xen_extra: "", dom0_extra: "", xen_says: &[] }
+    BootSpec { label, xen, kernel, route, xen_extra: "", dom0_extra: "", xen_says: &[], toolstack: false }
 }
 
 /// A notify-path boot: the patched Xen with `xen_extra`, Debian's kernel.
@@ -54,7 +57,7 @@ const SAYS_CREDIT2: &str = "Using scheduler: SMP Credit Scheduler rev2 (credit2)
 const SAYS_POLL: &str = "evtchn-wait: poll, for at most 1000us";
 
 use Image::{Debian, Patched};
-const BOOTS: [BootSpec; 15] = [
+const BOOTS: [BootSpec; 16] = [
     boot_spec("unpatched", Debian, Debian, None),
     boot_spec("off", Patched, Debian, Some("off")),
     boot_spec("running", Patched, Debian, Some("running")),
@@ -79,6 +82,9 @@ const BOOTS: [BootSpec; 15] = [
     ),
     notify_boot("shared-off", "sched=credit2 evtchn-wait=off", &[SAYS_CREDIT2]),
     notify_boot("shared-poll", "sched=credit2 evtchn-wait=poll evtchn-wait-us=1000", &[SAYS_CREDIT2, SAYS_POLL]),
+    // A second domain through the real toolstack: xl create, list,
+    // vcpu-list, destroy.
+    BootSpec { toolstack: true, ..boot_spec("domu", Patched, Debian, Some("running")) },
 ];
 /// The busy loops' throughput with pollers beside them (over alone, in
 /// the same boot) may differ by this much between `evtchn-wait=off` and
@@ -106,7 +112,7 @@ pub struct Args {
     /// Boots to run (unpatched, off, running, balanced, guest-credit2,
     /// guest-credit1, compat-unpatched, compat-off, compat-fifo0,
     /// compat-sets0, notify-off, notify-poll, notify-mwait, shared-off,
-    /// shared-poll); all by default, those of the patched Xen with --xen.
+    /// shared-poll, domu); all by default, those of the patched Xen with --xen.
     #[arg(long, value_delimiter = ',', value_name = "BOOT")]
     pub boots: Vec<String>,
 }
@@ -178,7 +184,15 @@ pub fn main(args: &Args) -> Result<(), String> {
         &[("RUSTFLAGS", "-C target-feature=+crt-static"), ("CARGO_TARGET_DIR", &target_dir)],
     )?;
     let tool = out.join("x86_64-unknown-linux-gnu/release/evroute-e2e");
-    let initrd = initramfs(&mut steps, &out, &tool, debian.as_ref().map(|(_, v)| v.as_str()))?;
+    let kver = debian.as_ref().map(|(_, v)| v.as_str());
+    let initrd = initramfs(&mut steps, &out, "initramfs", &tool, kver, None)?;
+    let toolstack_initrd = match (boots.iter().any(|b| b.toolstack), &debian) {
+        (true, Some((vmlinuz, kver))) => {
+            let ts = toolstack::fetch(&mut steps)?;
+            Some(initramfs(&mut steps, &out, "initramfs-domu", &tool, Some(kver), Some((&ts, vmlinuz)))?)
+        }
+        _ => None,
+    };
     let disk = out.join("disk.img");
     if patched_kernel.is_some() {
         let mut dd = Command::new("dd");
@@ -200,7 +214,8 @@ pub fn main(args: &Args) -> Result<(), String> {
             Debian => &debian.as_ref().expect("installed above").0,
             Patched => patched_kernel.as_ref().expect("built above"),
         };
-        results.push(boot(&out, b, xen_image, kernel, &initrd, &disk)?);
+        let initrd = if b.toolstack { toolstack_initrd.as_ref().expect("built above") } else { &initrd };
+        results.push(boot(&out, b, xen_image, kernel, initrd, &disk)?);
     }
     shared_verdict(&mut results);
     summary(&results);
@@ -230,9 +245,18 @@ fn debian_kernel() -> Result<(PathBuf, String), String> {
 
 /// busybox, Debian's Xen device modules (the patched kernel has them built
 /// in), the test tool and an init that runs it with the mode given on the
-/// kernel command line, then powers off.
-fn initramfs(steps: &mut Steps, out: &Path, tool: &Path, kver: Option<&str>) -> Result<PathBuf, String> {
-    let root = out.join("initramfs");
+/// kernel command line, then powers off. With `toolstack` (its unpacked
+/// packages and the kernel to give a domU) also Debian's Xen user space, the
+/// modules it needs, and a domU kernel and initramfs under /domu.
+fn initramfs(
+    steps: &mut Steps,
+    out: &Path,
+    name: &str,
+    tool: &Path,
+    kver: Option<&str>,
+    toolstack: Option<(&Path, &Path)>,
+) -> Result<PathBuf, String> {
+    let root = out.join(name);
     let _ = fs::remove_dir_all(&root);
     for d in ["bin", "dev", "proc", "sys", "lib/modules"] {
         fs::create_dir_all(root.join(d)).map_err(|e| e.to_string())?;
@@ -246,23 +270,40 @@ fn initramfs(steps: &mut Steps, out: &Path, tool: &Path, kver: Option<&str>) -> 
     }
     if let Some(kver) = kver {
         let mods = Path::new("/lib/modules").join(kver).join("kernel/drivers/xen");
-        for m in ["xen-evtchn.ko", "xen-privcmd.ko"] {
-            copy(&mods.join(m), &root.join("lib/modules").join(m))?;
+        let mut wanted = vec!["xen-evtchn.ko", "xen-privcmd.ko"];
+        if toolstack.is_some() {
+            wanted.extend(["xenfs/xenfs.ko", "xen-gntdev.ko", "xen-gntalloc.ko"]);
         }
+        for m in wanted {
+            let file = Path::new(m).file_name().expect("a file name");
+            copy(&mods.join(m), &root.join("lib/modules").join(file))?;
+        }
+    }
+    if let Some((ts, vmlinuz)) = toolstack {
+        toolstack::install(ts, &root)?;
+        copy(vmlinuz, &root.join("domu/vmlinuz"))?;
+        domu_initramfs(steps, out, &root.join("bin/busybox"), &root.join("domu/initrd.gz"))?;
     }
     copy(tool, &root.join("bin/evroute-e2e"))?;
     let init = "#!/bin/sh\n\
         mount -t proc proc /proc\nmount -t sysfs sys /sys\nmount -t devtmpfs dev /dev\n\
         if grep -q evroute.modules=1 /proc/cmdline; then\n\
         insmod /lib/modules/xen-evtchn.ko\ninsmod /lib/modules/xen-privcmd.ko\nfi\n\
+        if [ -e /lib/modules/xenfs.ko ]; then\n\
+        insmod /lib/modules/xenfs.ko\ninsmod /lib/modules/xen-gntdev.ko\ninsmod /lib/modules/xen-gntalloc.ko\n\
+        mount -t xenfs xenfs /proc/xen\nmount -t tmpfs tmpfs /run\nmkdir -p /run/xen /run/xenstored /dev/pts\n\
+        mount -t devpts devpts /dev/pts\nfi\n\
         mode=$(sed -n 's/.*evroute\\.mode=\\([a-z0-9-]*\\).*/\\1/p' /proc/cmdline)\n\
         echo \"EVROUTE-BOOT mode=$mode cpus=$(grep -c ^processor /proc/cpuinfo)\"\n\
         /bin/evroute-e2e \"$mode\"\npoweroff -f\n";
     fs::write(root.join("init"), init).map_err(|e| e.to_string())?;
+    if toolstack.is_some() {
+        fs::create_dir_all(root.join("proc/xen")).map_err(|e| e.to_string())?;
+    }
     let mut chmod = Command::new("chmod");
     chmod.arg("+x").arg(root.join("init"));
     steps.run("initramfs: chmod init", chmod)?;
-    let initrd = out.join("initrd.gz");
+    let initrd = out.join(format!("{name}.gz"));
     let mut pack = Command::new("sh");
     pack.arg("-c").arg(format!(
         "cd '{}' && find . | cpio -o -H newc --quiet | gzip > '{}'",
@@ -271,6 +312,31 @@ fn initramfs(steps: &mut Steps, out: &Path, tool: &Path, kver: Option<&str>) -> 
     ));
     steps.run("initramfs: pack", pack)?;
     Ok(initrd)
+}
+
+/// The domU's initramfs: busybox and an init that reports its vCPUs on its
+/// console and idles until destroyed.
+fn domu_initramfs(steps: &mut Steps, out: &Path, busybox: &Path, to: &Path) -> Result<(), String> {
+    let root = out.join("initramfs-domu-guest");
+    let _ = fs::remove_dir_all(&root);
+    for d in ["bin", "dev", "proc"] {
+        fs::create_dir_all(root.join(d)).map_err(|e| e.to_string())?;
+    }
+    fs::copy(busybox, root.join("bin/busybox")).map_err(|e| format!("{}: {e}", busybox.display()))?;
+    for applet in ["sh", "mount", "grep", "sleep"] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).map_err(|e| e.to_string())?;
+    }
+    let init = "#!/bin/sh\nmount -t proc proc /proc\nmount -t devtmpfs dev /dev\n\
+        echo \"EVROUTE-DOMU-UP cpus=$(grep -c ^processor /proc/cpuinfo)\" > /dev/hvc0\n\
+        while true; do sleep 1; done\n";
+    fs::write(root.join("init"), init).map_err(|e| e.to_string())?;
+    let mut pack = Command::new("sh");
+    pack.arg("-c").arg(format!(
+        "chmod +x '{r}/init' && cd '{r}' && find . | cpio -o -H newc --quiet | gzip > '{}'",
+        to.display(),
+        r = root.display()
+    ));
+    steps.run("initramfs: the domU's", pack)
 }
 
 struct Boot {

@@ -7,6 +7,7 @@ mod e2e;
 mod linux;
 mod loom;
 mod run;
+mod toolstack;
 mod xen;
 
 include!("../../xen-patch/harness/seeded.rs");
