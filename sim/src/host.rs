@@ -12,7 +12,7 @@ use crate::scenario::{ms, us, Ns, Scenario};
 use crate::sched::{self, Pcpu, PcpuView, Scheduler, VcpuId};
 use crate::workload::{Arrivals, SourceRng};
 use evroute_model::hypervisor::sched::{period_of, RunState, Sched};
-use evroute_model::route::set_bit;
+use evroute_model::route::{set_bit, Bits};
 use evroute_model::{route, Policy, RouteInputs};
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, VecDeque};
@@ -417,11 +417,12 @@ impl Host {
         }
         let end = self.end;
         for p in 0..self.pcpus.len() {
-            if let Some(v) = self.views[p].cur {
-                self.pause(v, end);
-            }
             match self.views[p].cur {
-                Some(v) => self.metrics.run_time[v] += end - self.vcpus[v].run_since,
+                Some(v) => {
+                    // Counts the application time of a vCPU still in its loop.
+                    self.pause(v, end);
+                    self.metrics.run_time[v] += end - self.vcpus[v].run_since;
+                }
                 None => self.metrics.idle_time[p] += end - self.pcpus[p].since,
             }
         }
@@ -484,10 +485,10 @@ impl Host {
             log.push(RouteStep {
                 chan: c,
                 set: ch.set[0],
-                running: d.sched.running[0].load(std::sync::atomic::Ordering::Relaxed),
-                blocked: d.sched.blocked[0].load(std::sync::atomic::Ordering::Relaxed),
-                heavy: d.sched.heavy[0].load(std::sync::atomic::Ordering::Relaxed),
-                receivable: d.sched.receivable[0].load(std::sync::atomic::Ordering::Relaxed),
+                running: d.sched.running.word(0),
+                blocked: d.sched.blocked.word(0),
+                heavy: d.sched.heavy.word(0),
+                receivable: d.sched.receivable.word(0),
                 bound: ch.bound,
                 last: ch.last,
                 joined: target,

@@ -254,13 +254,13 @@ fn share(pc: &Privcmd, name: &str, vcpus: Option<u64>, mode: &str) -> bool {
             }
         })
         .collect();
-    let perf_after = if perf { notify::counters(pc) } else { Default::default() };
-    let sched: Vec<String> = perf_after
-        .keys()
-        .filter(|k| k.starts_with("csched"))
-        .map(|k| format!("{}={}", k.replace(' ', ""), notify::delta(&perf_after, &perf_before, k)))
-        .collect();
     if perf {
+        let perf_after = notify::counters(pc);
+        let sched: Vec<String> = perf_after
+            .keys()
+            .filter(|k| k.starts_with("csched"))
+            .map(|k| format!("{}={}", k.replace(' ', ""), notify::delta(&perf_after, &perf_before, k)))
+            .collect();
         println!("EVROUTE-DETAIL scheduler counters during {name}: {}", sched.join(" "));
     }
     let counts = per_cpu_delta(&after, &before);

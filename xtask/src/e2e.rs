@@ -257,17 +257,15 @@ fn initramfs(
     toolstack: Option<(&Path, &Path)>,
 ) -> Result<PathBuf, String> {
     let root = out.join(name);
-    let _ = fs::remove_dir_all(&root);
-    for d in ["bin", "dev", "proc", "sys", "lib/modules"] {
-        fs::create_dir_all(root.join(d)).map_err(|e| e.to_string())?;
-    }
     let copy = |from: &Path, to: &Path| fs::copy(from, to).map(|_| ()).map_err(|e| format!("{}: {e}", from.display()));
     let busybox =
         ["/bin/busybox", "/usr/bin/busybox"].into_iter().map(Path::new).find(|p| p.exists()).ok_or("no busybox")?;
-    copy(busybox, &root.join("bin/busybox"))?;
-    for applet in ["sh", "mount", "insmod", "sed", "grep", "poweroff", "cat"] {
-        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).map_err(|e| e.to_string())?;
-    }
+    busybox_root(
+        &root,
+        busybox,
+        &["bin", "dev", "proc", "sys", "lib/modules"],
+        &["sh", "mount", "insmod", "sed", "grep", "poweroff", "cat"],
+    )?;
     if let Some(kver) = kver {
         let mods = Path::new("/lib/modules").join(kver).join("kernel/drivers/xen");
         let mut wanted = vec!["xen-evtchn.ko", "xen-privcmd.ko"];
@@ -282,7 +280,7 @@ fn initramfs(
     if let Some((ts, vmlinuz)) = toolstack {
         toolstack::install(ts, &root)?;
         copy(vmlinuz, &root.join("domu/vmlinuz"))?;
-        domu_initramfs(steps, out, &root.join("bin/busybox"), &root.join("domu/initrd.gz"))?;
+        domu_initramfs(steps, out, busybox, &root.join("domu/initrd.gz"))?;
     }
     copy(tool, &root.join("bin/evroute-e2e"))?;
     let init = "#!/bin/sh\n\
@@ -297,46 +295,45 @@ fn initramfs(
         echo \"EVROUTE-BOOT mode=$mode cpus=$(grep -c ^processor /proc/cpuinfo)\"\n\
         /bin/evroute-e2e \"$mode\"\npoweroff -f\n";
     fs::write(root.join("init"), init).map_err(|e| e.to_string())?;
-    if toolstack.is_some() {
-        fs::create_dir_all(root.join("proc/xen")).map_err(|e| e.to_string())?;
-    }
-    let mut chmod = Command::new("chmod");
-    chmod.arg("+x").arg(root.join("init"));
-    steps.run("initramfs: chmod init", chmod)?;
     let initrd = out.join(format!("{name}.gz"));
-    let mut pack = Command::new("sh");
-    pack.arg("-c").arg(format!(
-        "cd '{}' && find . | cpio -o -H newc --quiet | gzip > '{}'",
-        root.display(),
-        initrd.display()
-    ));
-    steps.run("initramfs: pack", pack)?;
+    pack(steps, &root, &initrd, &format!("initramfs: pack {name}"))?;
     Ok(initrd)
+}
+
+/// A fresh initramfs tree at `root`: `dirs`, and busybox with `applets`.
+fn busybox_root(root: &Path, busybox: &Path, dirs: &[&str], applets: &[&str]) -> Result<(), String> {
+    let _ = fs::remove_dir_all(root);
+    for d in dirs {
+        fs::create_dir_all(root.join(d)).map_err(|e| e.to_string())?;
+    }
+    fs::copy(busybox, root.join("bin/busybox")).map_err(|e| format!("{}: {e}", busybox.display()))?;
+    for applet in applets {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// Make `root`'s init executable and pack the tree as a gzipped cpio at `to`.
+fn pack(steps: &mut Steps, root: &Path, to: &Path, what: &str) -> Result<(), String> {
+    let mut sh = Command::new("sh");
+    sh.arg("-c").arg(format!(
+        "chmod +x '{r}/init' && cd '{r}' && find . | cpio -o -H newc --quiet | gzip > '{}'",
+        to.display(),
+        r = root.display()
+    ));
+    steps.run(what, sh)
 }
 
 /// The domU's initramfs: busybox and an init that reports its vCPUs on its
 /// console and idles until destroyed.
 fn domu_initramfs(steps: &mut Steps, out: &Path, busybox: &Path, to: &Path) -> Result<(), String> {
     let root = out.join("initramfs-domu-guest");
-    let _ = fs::remove_dir_all(&root);
-    for d in ["bin", "dev", "proc"] {
-        fs::create_dir_all(root.join(d)).map_err(|e| e.to_string())?;
-    }
-    fs::copy(busybox, root.join("bin/busybox")).map_err(|e| format!("{}: {e}", busybox.display()))?;
-    for applet in ["sh", "mount", "grep", "sleep"] {
-        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).map_err(|e| e.to_string())?;
-    }
+    busybox_root(&root, busybox, &["bin", "dev", "proc"], &["sh", "mount", "grep", "sleep"])?;
     let init = "#!/bin/sh\nmount -t proc proc /proc\nmount -t devtmpfs dev /dev\n\
         echo \"EVROUTE-DOMU-UP cpus=$(grep -c ^processor /proc/cpuinfo)\" > /dev/hvc0\n\
         while true; do sleep 1; done\n";
     fs::write(root.join("init"), init).map_err(|e| e.to_string())?;
-    let mut pack = Command::new("sh");
-    pack.arg("-c").arg(format!(
-        "chmod +x '{r}/init' && cd '{r}' && find . | cpio -o -H newc --quiet | gzip > '{}'",
-        to.display(),
-        r = root.display()
-    ));
-    steps.run("initramfs: the domU's", pack)
+    pack(steps, &root, to, "initramfs: the domU's")
 }
 
 struct Boot {

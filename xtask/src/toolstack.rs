@@ -26,6 +26,9 @@ const XEN_PACKAGES: [&str; 12] = [
     "libxendevicemodel1",
 ];
 
+/// What dom0 runs of the toolstack (`/usr/lib/xen-4.17/bin`).
+const BINARIES: [&str; 4] = ["xl", "xenstored", "xenconsoled", "xen-init-dom0"];
+
 /// Other libraries `xl` loads, from Debian 12 as it stands.
 const OTHER_PACKAGES: [&str; 1] = ["libyajl2"];
 
@@ -72,7 +75,7 @@ pub fn fetch(steps: &mut Steps) -> Result<PathBuf, String> {
         x.arg("-x").arg(deb).arg(&root);
         steps.run(&format!("dpkg -x {}", deb.file_name().unwrap_or_default().to_string_lossy()), x)?;
     }
-    for bin in ["xl", "xenstored", "xenconsoled", "xen-init-dom0"] {
+    for bin in BINARIES {
         if !root.join("usr/lib/xen-4.17/bin").join(bin).is_file() {
             return Err(format!("the toolstack packages hold no {bin}"));
         }
@@ -97,7 +100,7 @@ pub fn install(toolstack: &Path, root: &Path) -> Result<(), String> {
     // As on Debian: /var/run is /run (a tmpfs the init mounts).
     std::os::unix::fs::symlink("../run", root.join("var/run")).map_err(|e| format!("/var/run: {e}"))?;
     let copy = |from: &Path, to: &Path| fs::copy(from, to).map(|_| ()).map_err(|e| format!("{}: {e}", from.display()));
-    for b in ["xl", "xenstored", "xenconsoled", "xen-init-dom0"] {
+    for b in BINARIES {
         copy(&toolstack.join("usr/lib/xen-4.17/bin").join(b), &bin.join(b))?;
     }
     for e in fs::read_dir(toolstack.join("usr/lib/x86_64-linux-gnu")).map_err(|e| e.to_string())? {
