@@ -118,7 +118,7 @@ pub fn hotplug(pc: &Privcmd) -> bool {
 /// warning in the kernel log.
 pub fn affinity_storm() -> bool {
     const SECS: u64 = 30;
-    let Pair { mut rx, mut tx, rx_port, tx_port } = Pair::new("evr-as-rx", "evr-as-tx").expect("pair");
+    let Pair { mut rx, tx, rx_port, tx_port } = Pair::new("evr-as-rx", "evr-as-tx").expect("pair");
     let irqs = [irq_of("evr-as-rx"), irq_of("evr-as-tx")];
     let log_before = kernel_log().unwrap_or_default();
     let stop = AtomicBool::new(false);

@@ -12,11 +12,13 @@
 
 mod disk;
 mod domu;
+mod echo;
 mod guest;
 mod linux;
 mod notify;
 mod xen;
 mod xenstat;
+mod xenstore;
 
 use evroute_model::abi::EvtchnSetVcpuSet;
 use evroute_model::fairness::jain;
@@ -62,6 +64,13 @@ const GUEST_MODES: [(&str, &str); 6] = [
 
 fn main() {
     let mode = std::env::args().nth(1).unwrap_or_default();
+    if mode == "domu-echo" {
+        // A domU's init: echoes until the domain is destroyed.
+        if let Err(e) = echo::run() {
+            println!("EVROUTE-ECHO FAILED: {e}");
+        }
+        return;
+    }
     let pc = Privcmd::open().expect("/dev/xen/privcmd (insmod xen-privcmd)");
     if let Some((_, logged)) = GUEST_MODES.iter().find(|(m, _)| *m == mode) {
         let ok = guest_mode(&pc, &mode, logged);
@@ -76,8 +85,8 @@ fn main() {
         }
         return;
     }
-    if mode == "domu" {
-        let ok = domu::run_domu();
+    if mode.starts_with("domu") {
+        let ok = domu::run_domu(&pc, &mode);
         println!("EVROUTE-DONE {}", if ok { "PASS" } else { "FAIL" });
         return;
     }
@@ -89,7 +98,7 @@ fn main() {
     if !["unpatched", "off", "running", "balanced"].contains(&mode.as_str()) {
         let guest: Vec<&str> = GUEST_MODES.iter().map(|(m, _)| *m).collect();
         eprintln!(
-            "usage: evroute-e2e unpatched|off|running|balanced|domu|{}|notify-{{off,poll,mwait}}|shared-{{off,poll}}|bench-notify [EVENTS]",
+            "usage: evroute-e2e unpatched|off|running|balanced|domu|domu-credit1|domu-unpatched|domu-echo|{}|notify-{{off,poll,mwait}}|shared-{{off,poll}}|bench-notify [EVENTS]",
             guest.join("|")
         );
         std::process::exit(2);
@@ -145,7 +154,7 @@ impl Pair {
     pub fn new(rx_name: &str, tx_name: &str) -> std::io::Result<Pair> {
         let rx = Evtchn::open(rx_name)?;
         let rx_port = rx.bind_unbound()?;
-        let mut tx = Evtchn::open(tx_name)?;
+        let tx = Evtchn::open(tx_name)?;
         let tx_port = tx.bind_interdomain(rx_port)?;
         // Binding sets the new local port pending ("we may have lost
         // notifications", evtchn_bind_interdomain): consume that event, or
@@ -193,7 +202,7 @@ fn share(pc: &Privcmd, name: &str, vcpus: Option<u64>, mode: &str) -> bool {
     // Debian's Xen has no perf counters (the dump would time out).
     let perf = mode != "unpatched";
     let perf_before = if perf { notify::counters(pc) } else { Default::default() };
-    let Pair { mut rx, tx, rx_port, tx_port } = pair;
+    let Pair { rx, tx, rx_port, tx_port } = pair;
     let sent_at = AtomicU64::new(0);
     let acked = AtomicBool::new(true);
     let epoch = Instant::now();
@@ -313,7 +322,7 @@ fn cpu_times() -> Vec<(u64, u64)> {
 /// Every error of the ABI table through privcmd, then 10,000 random bad
 /// argument sets; afterwards the set is unchanged and the channel delivers.
 fn bad_input(pc: &Privcmd) -> bool {
-    let mut pair = Pair::new("evr-bad-rx", "evr-bad-tx").expect("pair");
+    let pair = Pair::new("evr-bad-rx", "evr-bad-tx").expect("pair");
     let good = 0b0101u64;
     pc.set_vcpu_set(pair.rx_port, good).expect("valid set");
     let freed = pc.alloc_unbound().expect("alloc_unbound");
@@ -396,7 +405,7 @@ fn bad_input(pc: &Privcmd) -> bool {
 /// lost wake-up shows as a stall.
 fn storm(pc: &Privcmd) -> bool {
     const ROUND_TRIPS: u32 = 2000;
-    let Pair { mut rx, mut tx, rx_port, tx_port } = Pair::new("evr-storm-a", "evr-storm-b").expect("pair");
+    let Pair { rx, tx, rx_port, tx_port } = Pair::new("evr-storm-a", "evr-storm-b").expect("pair");
     let stop = AtomicBool::new(false);
     let (done, secs, changes, echoed) = std::thread::scope(|s| {
         let changer = s.spawn(|| {
@@ -545,7 +554,7 @@ fn crowd(pc: &Privcmd, mode: &str) -> bool {
 /// Close and rebind ports while events are in flight: nothing is delivered
 /// on a port that is no longer bound, and Xen keeps working.
 fn close_rebind(pc: &Privcmd) -> bool {
-    let mut rx = Evtchn::open("evr-cr-rx").expect("evtchn");
+    let rx = Evtchn::open("evr-cr-rx").expect("evtchn");
     let tx = Evtchn::open("evr-cr-tx").expect("evtchn");
     let (mut stray, mut reused) = (0, 0);
     let mut last = None;
@@ -566,7 +575,7 @@ fn close_rebind(pc: &Privcmd) -> bool {
         tx.unbind(b).expect("unbind");
         last = Some(a);
     }
-    let mut pair = Pair::new("evr-cr2-rx", "evr-cr2-tx").expect("pair after rebinds");
+    let pair = Pair::new("evr-cr2-rx", "evr-cr2-tx").expect("pair after rebinds");
     let _ = pc.set_vcpu_set(pair.rx_port, ALL_VCPUS);
     pair.tx.notify(pair.tx_port).expect("notify");
     let alive = pair.rx.wait(3000).map(|v| v.contains(&pair.rx_port)).unwrap_or(false);

@@ -58,10 +58,10 @@ fn spin_ticks(ticks: u64) {
 }
 
 /// xorshift64: gaps between events, the same in every boot.
-struct Gaps(u64);
+pub(crate) struct Gaps(pub u64);
 
 impl Gaps {
-    fn next_in(&mut self, lo: u64, hi: u64) -> u64 {
+    pub fn next_in(&mut self, lo: u64, hi: u64) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
@@ -73,7 +73,7 @@ impl Gaps {
 /// Binding left it pending (`Pair::new` consumed that on the sending
 /// half); one event read without unmasking leaves the receiving half so.
 fn masked_pair(name: &str) -> std::io::Result<Pair> {
-    let mut pair = Pair::new(&format!("{name}-rx"), &format!("{name}-tx"))?;
+    let pair = Pair::new(&format!("{name}-rx"), &format!("{name}-tx"))?;
     pair.tx.notify(pair.tx_port)?;
     let got = pair.rx.wait(2000)?;
     if got != [pair.rx_port] {

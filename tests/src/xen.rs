@@ -125,6 +125,24 @@ impl Privcmd {
         self.evtchn_op(xs::EVTCHNOP_status, &mut op).map(|()| op.vcpu)
     }
 
+    /// `EVTCHNOP_status` of a channel of ours: its state (`EVTCHNSTAT_*`)
+    /// and, unbound or interdomain, the remote domain.
+    pub fn status(&self, port: u32) -> Result<(u32, Option<u16>), i32> {
+        // SAFETY: evtchn_status is plain old data; all-zero is valid.
+        let mut op: xs::evtchn_status = unsafe { std::mem::zeroed() };
+        op.dom = DOMID_SELF;
+        op.port = port;
+        self.evtchn_op(xs::EVTCHNOP_status, &mut op)?;
+        let remote = match op.status {
+            // SAFETY: Xen filled the union member its status names.
+            xs::EVTCHNSTAT_unbound => Some(unsafe { op.u.unbound.dom }),
+            // SAFETY: as above.
+            xs::EVTCHNSTAT_interdomain => Some(unsafe { op.u.interdomain.dom }),
+            _ => None,
+        };
+        Ok((op.status, remote))
+    }
+
     pub fn close(&self, port: u32) -> Result<(), i32> {
         let mut op = xs::evtchn_close { port };
         self.evtchn_op(xs::EVTCHNOP_close, &mut op)
@@ -240,7 +258,25 @@ impl Evtchn {
 
     /// Bind to dom0's `remote_port`: the sending half of a loop-back pair.
     pub fn bind_interdomain(&self, remote_port: u32) -> io::Result<u32> {
-        self.ioctl(IOCTL_EVTCHN_BIND_INTERDOMAIN, &mut [0, remote_port])
+        self.bind_remote(0, remote_port)
+    }
+
+    /// Bind to `remote_port` of domain `dom` (which allocated it for us).
+    pub fn bind_remote(&self, dom: u32, remote_port: u32) -> io::Result<u32> {
+        self.ioctl(IOCTL_EVTCHN_BIND_INTERDOMAIN, &mut [dom, remote_port])
+    }
+
+    /// Reads return nothing instead of blocking: several threads may wait
+    /// on one open and only one of them gets each port.
+    pub fn set_nonblocking(&self) -> io::Result<()> {
+        let fd = self.f.as_raw_fd();
+        // SAFETY: fcntl on a descriptor this struct owns; no pointers.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+        // SAFETY: as above.
+        if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
     }
 
     pub fn unbind(&self, port: u32) -> io::Result<()> {
@@ -252,7 +288,7 @@ impl Evtchn {
     }
 
     /// Ports that fired, waiting up to `timeout_ms`; empty on time-out.
-    pub fn wait(&mut self, timeout_ms: i32) -> io::Result<Vec<u32>> {
+    pub fn wait(&self, timeout_ms: i32) -> io::Result<Vec<u32>> {
         let mut pfd = libc::pollfd { fd: self.f.as_raw_fd(), events: libc::POLLIN, revents: 0 };
         // SAFETY: one live pollfd.
         let r = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
@@ -263,13 +299,17 @@ impl Evtchn {
             return Ok(Vec::new());
         }
         let mut buf = [0u8; 256];
-        let n = self.f.read(&mut buf)?;
+        let n = match (&self.f).read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+            Err(e) => return Err(e),
+        };
         Ok(buf[..n].chunks_exact(4).map(|c| u32::from_ne_bytes([c[0], c[1], c[2], c[3]])).collect())
     }
 
     /// Re-enable delivery of `port` (the driver masks it after each event).
-    pub fn unmask(&mut self, port: u32) -> io::Result<()> {
-        self.f.write_all(&port.to_ne_bytes())
+    pub fn unmask(&self, port: u32) -> io::Result<()> {
+        (&self.f).write_all(&port.to_ne_bytes())
     }
 }
 

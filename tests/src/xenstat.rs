@@ -1,4 +1,4 @@
-//! Xen's view of dom0's channels, from the 'e' debug key: per channel its
+//! Xen's view of a domain's channels, from the 'e' debug key: per channel its
 //! state, bound vCPU, set, and (`CONFIG_EVTCHN_ROUTE_STATS`) how many of
 //! its events were queued for a running, blocked or other vCPU.
 
@@ -21,35 +21,57 @@ pub struct Channel {
 
 /// dom0's channels by port, as the 'e' key prints them now.
 pub fn dom0_channels(pc: &Privcmd) -> Result<BTreeMap<u32, Channel>, String> {
-    parse_dom0(&key_dump(pc, 'e', "Routed events per vCPU")?)
+    Ok(domains_channels(pc, &[0])?.remove(&0).unwrap_or_default())
 }
 
-/// What Xen prints for debug key `key`, up to and with the line holding
-/// `last`.
-fn key_dump(pc: &Privcmd, key: char, last: &str) -> Result<String, String> {
+/// The channels of each domain in `doms`, by domain and port, from one
+/// 'e' dump. A domain that never had a set has no routing counts (Xen
+/// allocates them with its first set): they read as zero.
+pub fn domains_channels(pc: &Privcmd, doms: &[u32]) -> Result<BTreeMap<u32, BTreeMap<u32, Channel>>, String> {
+    let whole = |text: &str| doms.iter().all(|d| section(text, *d).is_some());
+    let text = key_dump(pc, 'e', whole)?;
+    doms.iter().map(|d| Ok((*d, parse_domain(&text, *d)?))).collect()
+}
+
+/// The part of an 'e' dump about domain `dom`.
+fn section(text: &str, dom: u32) -> Option<&str> {
+    let head = format!("Event channel information for domain {dom}:");
+    let start = text.find(&head)? + head.len();
+    let rest = &text[start..];
+    Some(&rest[..rest.find("Event channel information for domain ").unwrap_or(rest.len())])
+}
+
+/// What Xen prints for debug key `key`, once `whole` holds of it.
+fn key_dump(pc: &Privcmd, key: char, whole: impl Fn(&str) -> bool) -> Result<String, String> {
     let mut index = 0u32;
     // Skip what the ring holds already.
     pc.read_console(&mut index).map_err(|e| format!("readconsole: errno {e}"))?;
     pc.debug_keys(&key.to_string()).map_err(|e| format!("debug key '{key}': errno {e}"))?;
     let mut text = String::new();
     let t = Instant::now();
-    // The key's handler may run a little later (from a tasklet): wait for
-    // the dump's last line, whole.
-    while !text.lines().any(|l| l.contains(last)) || !text.ends_with('\n') {
-        if t.elapsed() > Duration::from_secs(5) {
-            return Err(format!("no '{last}' line within 5 s of the '{key}' key"));
+    // Xen runs a key's handler within the sysctl (not in an interrupt), so
+    // the dump is in the ring by now; read until the ring has no more and
+    // the dump is what `whole` wants.
+    loop {
+        let more = pc.read_console(&mut index).map_err(|e| format!("readconsole: errno {e}"))?;
+        text.push_str(&more);
+        if more.is_empty() && whole(&text) && text.ends_with('\n') {
+            return Ok(text);
         }
-        std::thread::sleep(Duration::from_millis(20));
-        text.push_str(&pc.read_console(&mut index).map_err(|e| format!("readconsole: errno {e}"))?);
+        if t.elapsed() > Duration::from_secs(5) {
+            return Err(format!("the '{key}' key's dump not whole within 5 s"));
+        }
+        if more.is_empty() {
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
-    Ok(text)
 }
 
 /// Xen's software performance counters by name, summed over pCPUs (the
 /// 'p' key; Xen built with CONFIG_PERF_COUNTERS). `last` names the last
 /// counter Xen prints.
 pub fn perf_counters(pc: &Privcmd, last: &str) -> Result<BTreeMap<String, u64>, String> {
-    Ok(parse_perf_counters(&key_dump(pc, 'p', last)?))
+    Ok(parse_perf_counters(&key_dump(pc, 'p', |t| t.lines().any(|l| l.contains(last)))?))
 }
 
 /// `name  TOTAL[  n]  CPU00[ ...` lines of a 'p' dump.
@@ -64,19 +86,11 @@ pub fn parse_perf_counters(text: &str) -> BTreeMap<String, u64> {
         .collect()
 }
 
-/// The channel lines of domain 0 in an 'e' dump.
-pub fn parse_dom0(text: &str) -> Result<BTreeMap<u32, Channel>, String> {
+/// The channel lines of domain `dom` in an 'e' dump.
+pub fn parse_domain(text: &str, dom: u32) -> Result<BTreeMap<u32, Channel>, String> {
     let mut chans = BTreeMap::new();
-    let mut in_dom0 = false;
-    for line in text.lines() {
-        let line = line.strip_prefix("(XEN)").unwrap_or(line).trim();
-        if let Some(rest) = line.strip_prefix("Event channel information for domain ") {
-            in_dom0 = rest.trim_end_matches(':') == "0";
-            continue;
-        }
-        if !in_dom0 {
-            continue;
-        }
+    for line in section(text, dom).unwrap_or_default().lines() {
+        let line = line.split_once("(XEN)").map_or(line, |(_, r)| r).trim();
         let Some((head, fields)) = line.split_once("]: ") else { continue };
         let Some(port) = head.split_whitespace().next().and_then(|p| p.parse::<u32>().ok()) else { continue };
         let mut c = Channel::default();
@@ -99,7 +113,7 @@ pub fn parse_dom0(text: &str) -> Result<BTreeMap<u32, Channel>, String> {
         chans.insert(port, c);
     }
     if chans.is_empty() {
-        return Err("no channel of domain 0 in the 'e' dump".into());
+        return Err(format!("no channel of domain {dom} in the 'e' dump"));
     }
     Ok(chans)
 }
@@ -136,12 +150,17 @@ mod tests {
 ";
 
     #[test]
-    fn the_e_dump_of_dom0_parses_and_other_domains_are_skipped() {
-        let c = parse_dom0(DUMP).unwrap();
+    fn the_e_dump_of_each_domain_parses_apart_from_the_others() {
+        let c = parse_domain(DUMP, 0).unwrap();
         assert_eq!(c.len(), 3);
         assert_eq!(c[&47], Channel { state: 4, bound: 2, set: Some("{0-3}".into()), routed: [812, 3, 1] });
         assert_eq!(c[&48].routed, [7, 0, 0]);
         assert_eq!(c[&1].set, None);
+        let d1 = parse_domain(DUMP, 1).unwrap();
+        assert_eq!(d1.len(), 1);
+        assert_eq!(d1[&1].routed, [99, 0, 0]);
+        assert!(parse_domain(DUMP, 2).is_err());
+        assert!(section(DUMP, 1).is_some_and(|s| !s.contains("Routed")), "domain 0's routing lines are its own");
     }
 
     #[test]
@@ -158,7 +177,7 @@ mod tests {
 
     #[test]
     fn the_busiest_pirq_is_the_one_that_grew_most() {
-        let after = parse_dom0(DUMP).unwrap();
+        let after = parse_domain(DUMP, 0).unwrap();
         let mut before = after.clone();
         before.get_mut(&47).unwrap().routed = [800, 3, 0];
         assert_eq!(busiest_pirq(&before, &after), Some((47, [12, 0, 1])));

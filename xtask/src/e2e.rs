@@ -57,7 +57,7 @@ const SAYS_CREDIT2: &str = "Using scheduler: SMP Credit Scheduler rev2 (credit2)
 const SAYS_POLL: &str = "evtchn-wait: poll, for at most 1000us";
 
 use Image::{Debian, Patched};
-const BOOTS: [BootSpec; 16] = [
+const BOOTS: [BootSpec; 18] = [
     boot_spec("unpatched", Debian, Debian, None),
     boot_spec("off", Patched, Debian, Some("off")),
     boot_spec("running", Patched, Debian, Some("running")),
@@ -82,14 +82,28 @@ const BOOTS: [BootSpec; 16] = [
     ),
     notify_boot("shared-off", "sched=credit2 evtchn-wait=off", &[SAYS_CREDIT2]),
     notify_boot("shared-poll", "sched=credit2 evtchn-wait=poll evtchn-wait-us=1000", &[SAYS_CREDIT2, SAYS_POLL]),
-    // A second domain through the real toolstack: xl create, list,
-    // vcpu-list, destroy.
+    // Second domains through the real toolstack: dom0 pings an
+    // overcommitted domU (the patched kernel, with and without a set) and
+    // an unmodified one (Debian's kernel) beside it; under credit2 (with
+    // the lifecycle), credit1, and on Debian's Xen for the baseline.
     BootSpec { toolstack: true, ..boot_spec("domu", Patched, Debian, Some("running")) },
+    BootSpec {
+        toolstack: true,
+        xen_extra: "sched=credit",
+        ..boot_spec("domu-credit1", Patched, Debian, Some("running"))
+    },
+    BootSpec { toolstack: true, ..boot_spec("domu-unpatched", Debian, Debian, None) },
 ];
 /// The busy loops' throughput with pollers beside them (over alone, in
 /// the same boot) may differ by this much between `evtchn-wait=off` and
 /// `poll`: the wait must yield the pCPU to them.
 const SHARED_TOLERANCE: f64 = 0.02;
+/// How far the unmodified guest's round trips on the patched Xen may be
+/// from Debian's Xen, booted the same way: TCG's noise between boots. Its
+/// p50 moved by under 6 % between such boots and its p99 by up to 1.6x
+/// (the rounds of one boot alone differ by up to 1.4x).
+const UNMODIFIED_P50: f64 = 0.25;
+const UNMODIFIED_P99: f64 = 2.0;
 /// `evtchn-wait-us=` of the `poll` boots, and the emulated pCPUs.
 const SHARED_WAIT_US: f64 = 1000.0;
 const QEMU_CPUS: f64 = 2.0;
@@ -100,6 +114,9 @@ const DISK_MIB: u64 = 64;
 /// three queue changes, and a set-pending on a vCPU without a control block.
 const DROPPED_EVENT_WARNINGS: [&str; 2] =
     ["lost event (too many queue changes)", "has no FIFO event channel control block"];
+/// What Xen prints when its own checks fire (WARN_ON, BUG_ON, a failed
+/// ASSERT in a debug build) or it faults.
+const XEN_TROUBLE: [&str; 5] = ["Xen WARN at", "Xen BUG at", "Assertion '", "FATAL TRAP", "Panic on CPU"];
 
 /// Which Xen to boot, and in which modes.
 #[derive(clap::Args, Default)]
@@ -157,8 +174,12 @@ pub fn main(args: &Args) -> Result<(), String> {
         xen::apt_install(&mut steps, &pkgs)?;
     }
     let debian = if want_debian_kernel { Some(debian_kernel()?) } else { None };
-    let patched_kernel =
-        if boots.iter().any(|b| b.kernel == Patched) { Some(linux::build(&mut steps)?.bzimage) } else { None };
+    // The patched kernel is dom0's in some boots and a domU's in others.
+    let patched_kernel = if boots.iter().any(|b| b.kernel == Patched || b.toolstack) {
+        Some(linux::build(&mut steps)?.bzimage)
+    } else {
+        None
+    };
 
     // The two hypervisors: Debian's source, patched and as shipped; or the
     // image given.
@@ -186,10 +207,11 @@ pub fn main(args: &Args) -> Result<(), String> {
     let tool = out.join("x86_64-unknown-linux-gnu/release/evroute-e2e");
     let kver = debian.as_ref().map(|(_, v)| v.as_str());
     let initrd = initramfs(&mut steps, &out, "initramfs", &tool, kver, None)?;
-    let toolstack_initrd = match (boots.iter().any(|b| b.toolstack), &debian) {
-        (true, Some((vmlinuz, kver))) => {
+    let toolstack_initrd = match (boots.iter().any(|b| b.toolstack), &debian, &patched_kernel) {
+        (true, Some((vmlinuz, kver)), Some(patched)) => {
             let ts = toolstack::fetch(&mut steps)?;
-            Some(initramfs(&mut steps, &out, "initramfs-domu", &tool, Some(kver), Some((&ts, vmlinuz)))?)
+            let domu = Domu { toolstack: &ts, debian: vmlinuz, patched };
+            Some(initramfs(&mut steps, &out, "initramfs-domu", &tool, Some(kver), Some(domu))?)
         }
         _ => None,
     };
@@ -218,6 +240,7 @@ pub fn main(args: &Args) -> Result<(), String> {
         results.push(boot(&out, b, xen_image, kernel, initrd, &disk)?);
     }
     shared_verdict(&mut results);
+    unmodified_verdict(&mut results);
     summary(&results);
     steps.summary();
     let failed: Vec<String> = results
@@ -243,18 +266,26 @@ fn debian_kernel() -> Result<(PathBuf, String), String> {
     Ok((PathBuf::from(format!("/boot/vmlinuz-{ver}")), ver))
 }
 
+/// What dom0 needs to create domUs: the unpacked toolstack packages and
+/// the two guest kernels (Debian's, unmodified; the patched one).
+struct Domu<'a> {
+    toolstack: &'a Path,
+    debian: &'a Path,
+    patched: &'a Path,
+}
+
 /// busybox, Debian's Xen device modules (the patched kernel has them built
 /// in), the test tool and an init that runs it with the mode given on the
-/// kernel command line, then powers off. With `toolstack` (its unpacked
-/// packages and the kernel to give a domU) also Debian's Xen user space, the
-/// modules it needs, and a domU kernel and initramfs under /domu.
+/// kernel command line, then powers off. With `domu` also Debian's Xen user
+/// space, the modules it needs, and the domUs' kernels and initramfs under
+/// /domu.
 fn initramfs(
     steps: &mut Steps,
     out: &Path,
     name: &str,
     tool: &Path,
     kver: Option<&str>,
-    toolstack: Option<(&Path, &Path)>,
+    domu: Option<Domu>,
 ) -> Result<PathBuf, String> {
     let root = out.join(name);
     let copy = |from: &Path, to: &Path| fs::copy(from, to).map(|_| ()).map_err(|e| format!("{}: {e}", from.display()));
@@ -269,7 +300,7 @@ fn initramfs(
     if let Some(kver) = kver {
         let mods = Path::new("/lib/modules").join(kver).join("kernel/drivers/xen");
         let mut wanted = vec!["xen-evtchn.ko", "xen-privcmd.ko"];
-        if toolstack.is_some() {
+        if domu.is_some() {
             wanted.extend(["xenfs/xenfs.ko", "xen-gntdev.ko", "xen-gntalloc.ko"]);
         }
         for m in wanted {
@@ -277,10 +308,11 @@ fn initramfs(
             copy(&mods.join(m), &root.join("lib/modules").join(file))?;
         }
     }
-    if let Some((ts, vmlinuz)) = toolstack {
-        toolstack::install(ts, &root)?;
-        copy(vmlinuz, &root.join("domu/vmlinuz"))?;
-        domu_initramfs(steps, out, busybox, &root.join("domu/initrd.gz"))?;
+    if let (Some(d), Some(kver)) = (domu, kver) {
+        toolstack::install(d.toolstack, &root)?;
+        copy(d.debian, &root.join("domu/vmlinuz"))?;
+        copy(d.patched, &root.join("domu/vmlinuz-patched"))?;
+        domu_initramfs(steps, out, busybox, tool, kver, &root.join("domu/initrd.gz"))?;
     }
     copy(tool, &root.join("bin/evroute-e2e"))?;
     let init = "#!/bin/sh\n\
@@ -324,13 +356,27 @@ fn pack(steps: &mut Steps, root: &Path, to: &Path, what: &str) -> Result<(), Str
     steps.run(what, sh)
 }
 
-/// The domU's initramfs: busybox and an init that reports its vCPUs on its
-/// console and idles until destroyed.
-fn domu_initramfs(steps: &mut Steps, out: &Path, busybox: &Path, to: &Path) -> Result<(), String> {
+/// The domUs' initramfs: busybox, the event-channel device module of
+/// Debian's kernel `kver` (the patched kernel has it built in), the tool,
+/// and an init that reports its vCPUs on its console, then echoes dom0's
+/// pings (`evroute-e2e domu-echo`) until destroyed.
+fn domu_initramfs(
+    steps: &mut Steps,
+    out: &Path,
+    busybox: &Path,
+    tool: &Path,
+    kver: &str,
+    to: &Path,
+) -> Result<(), String> {
     let root = out.join("initramfs-domu-guest");
-    busybox_root(&root, busybox, &["bin", "dev", "proc"], &["sh", "mount", "grep", "sleep"])?;
+    busybox_root(&root, busybox, &["bin", "dev", "proc", "lib/modules"], &["sh", "mount", "grep", "sleep", "insmod"])?;
+    let module = Path::new("/lib/modules").join(kver).join("kernel/drivers/xen/xen-evtchn.ko");
+    fs::copy(&module, root.join("lib/modules/xen-evtchn.ko")).map_err(|e| format!("{}: {e}", module.display()))?;
+    fs::copy(tool, root.join("bin/evroute-e2e")).map_err(|e| format!("{}: {e}", tool.display()))?;
     let init = "#!/bin/sh\nmount -t proc proc /proc\nmount -t devtmpfs dev /dev\n\
+        [ -e /dev/xen/evtchn ] || insmod /lib/modules/xen-evtchn.ko\n\
         echo \"EVROUTE-DOMU-UP cpus=$(grep -c ^processor /proc/cpuinfo)\" > /dev/hvc0\n\
+        /bin/evroute-e2e domu-echo > /dev/hvc0 2>&1\n\
         while true; do sleep 1; done\n";
     fs::write(root.join("init"), init).map_err(|e| e.to_string())?;
     pack(steps, &root, to, "initramfs: the domU's")
@@ -420,6 +466,12 @@ fn boot(out: &Path, spec: &BootSpec, xen: &Path, vmlinuz: &Path, initrd: &Path, 
         dropped == 0,
         format!("{dropped} warnings of a dropped event ({})", DROPPED_EVENT_WARNINGS.join("; ")),
     ));
+    let trouble: Vec<&str> = text.lines().filter(|l| XEN_TROUBLE.iter().any(|w| l.contains(w))).collect();
+    verdicts.push((
+        "xen-warn".into(),
+        trouble.is_empty(),
+        format!("{} lines of Xen's own warnings {trouble:?}", trouble.len()),
+    ));
     if !text.contains("EVROUTE-DONE") {
         verdicts.push((
             "finished".into(),
@@ -483,6 +535,7 @@ fn summary(boots: &[Boot]) {
     }
     disk_summary(boots);
     notify_summary(boots);
+    cross_summary(boots);
     if let (Some(off), Some(on)) = (latency.get("share-off"), latency.get("share-running")) {
         if on.0 > 0.0 && on.1 > 0.0 {
             println!(
@@ -506,8 +559,100 @@ fn is_notify(m: &BTreeMap<String, String>) -> bool {
     m.get("scenario").is_some_and(|s| s == "notify" || s == "shared")
 }
 
+fn is_cross(m: &BTreeMap<String, String>) -> bool {
+    m.get("scenario").is_some_and(|s| s.starts_with("cross"))
+}
+
 fn is_share(m: &BTreeMap<String, String>) -> bool {
-    !is_disk(m) && !is_notify(m)
+    !is_disk(m) && !is_notify(m) && !is_cross(m)
+}
+
+/// The cross-domain rounds: per boot, guest and round, the round trips and
+/// where Xen and the guest put the events; then bound over set.
+fn cross_summary(boots: &[Boot]) {
+    let rows: Vec<(&str, &BTreeMap<String, String>)> = boots
+        .iter()
+        .flat_map(|b| b.metrics.iter().map(move |m| (b.label.as_str(), m)))
+        .filter(|(_, m)| m.get("scenario").map(String::as_str) == Some("cross"))
+        .collect();
+    if rows.is_empty() {
+        return;
+    }
+    println!("\n| boot | guest | kernel | round | mean µs | p50 µs | p90 µs | p99 µs | per-vCPU handled | Xen's set | routed running/blocked/other | running share |\n|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for (label, m) in &rows {
+        let g = |k: &str| m.get(k).cloned().unwrap_or_default();
+        println!(
+            "| {label} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            g("guest"),
+            g("kernel"),
+            g("round"),
+            g("mean_us"),
+            g("p50_us"),
+            g("p90_us"),
+            g("p99_us"),
+            g("per_vcpu"),
+            g("xen_set"),
+            g("routed"),
+            g("running_share")
+        );
+    }
+    for b in boots {
+        for m in b.metrics.iter().filter(|m| m.get("scenario").map(String::as_str) == Some("cross-ratio")) {
+            let g = |k: &str| m.get(k).cloned().unwrap_or_default();
+            println!(
+                "{}: d1's round trip bound over set: mean {}x, p50 {}x, p90 {}x, p99 {}x",
+                b.label,
+                g("mean_bound_over_set"),
+                g("p50_bound_over_set"),
+                g("p90_bound_over_set"),
+                g("p99_bound_over_set")
+            );
+        }
+    }
+}
+
+/// The unmodified guest's p50 and p99 round trip in boot `label`, the
+/// mean over its rounds.
+fn unmodified_latency(boots: &[Boot], label: &str) -> Option<(f64, f64)> {
+    let rounds: Vec<(f64, f64)> = boots
+        .iter()
+        .filter(|b| b.label == label)
+        .flat_map(|b| b.metrics.iter())
+        .filter(|m| {
+            m.get("scenario").map(String::as_str) == Some("cross") && m.get("guest").map(String::as_str) == Some("d2")
+        })
+        .filter_map(|m| Some((m.get("p50_us")?.parse().ok()?, m.get("p99_us")?.parse().ok()?)))
+        .collect();
+    let n = rounds.len() as f64;
+    (!rounds.is_empty())
+        .then(|| (rounds.iter().map(|r| r.0).sum::<f64>() / n, rounds.iter().map(|r| r.1).sum::<f64>() / n))
+}
+
+/// With `domu` and `domu-unpatched` both run (credit2 both), the
+/// unmodified guest's round trips on the patched Xen against Debian's:
+/// p50 within [`UNMODIFIED_P50`], p99 within a factor [`UNMODIFIED_P99`].
+fn unmodified_verdict(boots: &mut [Boot]) {
+    let (Some(patched), Some(debian)) =
+        (unmodified_latency(boots, "domu"), unmodified_latency(boots, "domu-unpatched"))
+    else {
+        return;
+    };
+    let (r50, r99) = (patched.0 / debian.0, patched.1 / debian.1);
+    let ok = (r50 - 1.0).abs() <= UNMODIFIED_P50 && (1.0 / UNMODIFIED_P99..=UNMODIFIED_P99).contains(&r99);
+    if let Some(b) = boots.iter_mut().find(|b| b.label == "domu") {
+        b.verdicts.push((
+            "unmodified-vs-unpatched".into(),
+            ok,
+            format!(
+                "d2 (Debian's kernel) beside d1, p50/p99 {:.1}/{:.1} µs on this Xen, {:.1}/{:.1} µs on Debian's: {r50:.2}x, {r99:.2}x (want p50 within {:.0}%, p99 within {UNMODIFIED_P99}x)",
+                patched.0,
+                patched.1,
+                debian.0,
+                debian.1,
+                UNMODIFIED_P50 * 100.0
+            ),
+        ));
+    }
 }
 
 /// The metric `key` of the boot `label`'s `scenario`.
