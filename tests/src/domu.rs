@@ -26,6 +26,7 @@ use crate::{percentile, report};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+use xen_sys as xs;
 
 const XEN_BIN: &str = "/usr/lib/xen-4.17/bin";
 const VCPUS: usize = 4;
@@ -35,37 +36,43 @@ const UP_WITHIN: Duration = Duration::from_secs(120);
 const PINGS: usize = 600;
 /// An echo later than this is lost: the round fails.
 const ECHO_WITHIN: Duration = Duration::from_secs(2);
-/// dom0's vCPU the sender runs on: it spins between pings (dom0 busy) and
-/// blocks while it waits for an echo; dom0's other vCPUs are idle.
+/// dom0's vCPU the sender runs on, spinning between pings and while it
+/// waits for an echo (dom0 busy); dom0's other vCPUs are idle.
 const SENDER: usize = 3;
-/// Xen's `EVTCHNSTAT_*` (public/event_channel.h).
-const STAT_UNBOUND: u32 = 1;
-const STAT_INTERDOMAIN: u32 = 2;
-/// The share of d1's events Xen must route to a running vCPU with the set
-/// (the target). The rest are events sent while the other pCPU ran
-/// something else: dom0's other vCPUs, the idle guest, xenstored. Credit1
-/// runs those first on every wake (BOOST), so it measured less (0.907 and
-/// 0.925 in two boots against credit2's 0.917-0.963): its bound is lower.
-const SHARE: f64 = 0.90;
-const SHARE_CREDIT1: f64 = 0.85;
-/// How much shorter d1's mean round trip must be with the set than bound,
-/// in the same boot (measured 2.4x under credit2, 4.5x under credit1; 1.1x
-/// on Debian's Xen, where both rounds are bound): the set's events find a running vCPU, the bound ones
-/// wait for vCPU 0's turn whenever it is preempted. The mean, not a
-/// percentile: credit2's short slices show the wait at the median,
-/// credit1's 30 ms slices in the tail.
-const MEAN_GAIN: f64 = 1.5;
+/// The share of d1's events Xen must route to a running vCPU with the set.
+/// The target is 0.90; the rest are events sent while the other pCPU ran
+/// something else (dom0's other vCPUs, the idle guest, xenstored). Boots
+/// measured 0.917-0.963 under credit2 and 0.907-0.925 under credit1,
+/// which runs those first on every wake (BOOST): the bounds leave room for
+/// the sampling noise of 600 events (about 0.01) and TCG's; bound, the
+/// share is 0.2-0.6.
+const SHARE: f64 = 0.85;
+const SHARE_CREDIT1: f64 = 0.80;
+/// Routing after `xl create` again, on fewer events.
+const SHARE_AGAIN: f64 = 0.75;
+/// How much longer d1's round trips must be bound than with the set, in
+/// the same boot, at the median or at p90: the set's events find a running
+/// vCPU, the bound ones wait for vCPU 0's turn whenever it is preempted.
+/// That wait is one scheduler slice: under credit2's short slices most
+/// pings meet it (the median moved 4.6-6.3x in four boots, p90 1.6-2.3x);
+/// under credit1's 30 ms slices vCPU 0 runs for long stretches, so half
+/// the pings find it running and the wait shows from p90 up (9.7-80x;
+/// median 1.4-3.6x). Debian's Xen, bound in both rounds: 0.9-1.2x. p99
+/// is not judged: there both rounds meet dom0's own sender preempted.
+const GAIN: f64 = 2.0;
 
 struct Guest {
     name: &'static str,
     kernel: &'static str,
+    /// The patched kernel (affinity becomes Xen's set), or Debian's.
+    patched: bool,
     /// Its vCPUs are busy (`evroute.busy=1`): each spins polling for
     /// pings, so a ping waits only for a vCPU to take its interrupt.
     busy: bool,
 }
 
-const SETS: Guest = Guest { name: "d1", kernel: "/domu/vmlinuz-patched", busy: true };
-const PLAIN: Guest = Guest { name: "d2", kernel: "/domu/vmlinuz", busy: false };
+const SETS: Guest = Guest { name: "d1", kernel: "/domu/vmlinuz-patched", patched: true, busy: true };
+const PLAIN: Guest = Guest { name: "d2", kernel: "/domu/vmlinuz", patched: false, busy: false };
 
 /// Run a toolstack binary; its exit status and output (stdout then stderr).
 fn run(bin: &str, args: &[&str]) -> (bool, String) {
@@ -86,11 +93,6 @@ fn start(bin: &str, args: &[&str]) -> (bool, String) {
         Ok(st) => (st.success(), format!("{bin}: {st}")),
         Err(e) => (false, format!("{bin}: {e}")),
     }
-}
-
-/// Xen's free memory in MiB (`xl info`).
-fn free_mib() -> Option<u64> {
-    run("xl", &["info"]).1.lines().find_map(|l| l.strip_prefix("free_memory")?.split(':').nth(1)?.trim().parse().ok())
 }
 
 /// The `xl list` row of `name`: its vCPU count.
@@ -138,21 +140,41 @@ fn create(g: &Guest) -> Result<f64, String> {
     Err(format!("no EVROUTE-DOMU-UP on {}'s console within {}s", g.name, UP_WITHIN.as_secs()))
 }
 
-/// Destroy `name`; true once it is gone and Xen's free memory is `want`.
-fn destroy(name: &str, want: Option<u64>) -> (bool, String) {
-    let (ok, out) = run("xl", &["destroy", name]);
+/// `xl destroy` each of `names`, then wait until none is listed and Xen's
+/// free pages are within `slack` of `want` (Xen frees a dead domain's
+/// pages as it scrubs them, in the background).
+fn destroy(pc: &Privcmd, names: &[&str], want: Result<u64, i32>, slack: u64) -> (bool, String) {
+    let said: Vec<String> = names
+        .iter()
+        .filter(|n| listed_vcpus(n).is_some())
+        .map(|n| match run("xl", &["destroy", n]) {
+            (true, _) => format!("xl destroy {n}: ok"),
+            (false, out) => format!("xl destroy {n}: {}", out.trim()),
+        })
+        .collect();
     let t = Instant::now();
-    let mut free = free_mib();
-    while (listed_vcpus(name).is_some() || free != want) && t.elapsed() < Duration::from_secs(20) {
+    let left = || names.iter().filter(|n| listed_vcpus(n).is_some()).count();
+    let diff = || pc.free_pages().ok().zip(want.ok()).map(|(f, w)| f as i64 - w as i64);
+    let close = || diff().is_some_and(|d| d.unsigned_abs() <= slack);
+    while (left() > 0 || !close()) && t.elapsed() < Duration::from_secs(20) {
         std::thread::sleep(Duration::from_millis(250));
-        free = free_mib();
     }
-    let gone = listed_vcpus(name).is_none();
     (
-        ok && gone && free == want,
-        format!("destroy {name}: ok {ok} ({}), gone {gone}, free {free:?} MiB, want {want:?}", out.trim()),
+        left() == 0 && close() && said.iter().all(|s| s.ends_with(": ok")),
+        format!(
+            "{}; left {}; Xen's free pages {:?}, {:?} from before (want within {slack})",
+            said.join(", "),
+            left(),
+            pc.free_pages(),
+            diff()
+        ),
     )
 }
+
+/// Pages a first create and destroy may leave behind, on Debian's Xen as
+/// on the patched one (7-9 measured): dom0's own side grows with the
+/// ports it binds. A second cycle must give back every page.
+const FIRST_CYCLE_SLACK: u64 = 64;
 
 /// dom0's end of a guest's echo channel.
 struct Link {
@@ -185,7 +207,7 @@ impl Link {
         }
         ev.unmask(port).map_err(|e| e.to_string())?;
         // Echoes arrive on the sender's vCPU, which waits for them there.
-        let irq = crate::linux::irq_row(&format!("evtchn:{}", ev.name)).map_err(|e| e.to_string())?.irq;
+        let irq = crate::xen::irq_of(&ev.name).map_err(|e| e.to_string())?;
         crate::linux::set_affinity(irq, 1 << SENDER).map_err(|e| format!("dom0's IRQ {irq}: affinity: {e}"))?;
         Ok(Link { guest, dom, ev, port, remote, seq: 0 })
     }
@@ -275,8 +297,9 @@ fn ping_round(
                 }
                 let t = Instant::now();
                 l.ev.notify(l.port).map_err(|e| format!("notify {}: {e}", l.guest.name))?;
-                // Spin for the echo: dom0's vCPU stays running, so the
-                // round trip is the guest's side.
+                // Spin for the echo: the echo finds dom0's vCPU running
+                // unless Xen preempted it (one of five busy vCPUs on two
+                // pCPUs), a cost both rounds share.
                 loop {
                     let got = l.ev.wait(0).map_err(|e| e.to_string())?;
                     if got.contains(&l.port) {
@@ -326,7 +349,7 @@ fn metric(mode: &str, guest: &Guest, round: &str, r: &Round) {
     println!(
         "EVROUTE-METRIC scenario=cross mode={mode} guest={} kernel={} round={round} pings={} mean_us={:.1} p50_us={:.1} p90_us={:.1} p99_us={:.1} per_vcpu={:?} xen_set={set} routed={routed} running_share={}",
         guest.name,
-        if guest.kernel.ends_with("patched") { "patched" } else { "debian" },
+        if guest.patched { "patched" } else { "debian" },
         r.rtt.len(),
         r.mean(),
         r.p(0.50),
@@ -337,15 +360,15 @@ fn metric(mode: &str, guest: &Guest, round: &str, r: &Round) {
     );
 }
 
-/// The unmodified guest: every echo interrupt on one vCPU, and Xen holds
-/// no set for its channel.
-fn plain_verdict(name: &str, r: &Round) -> bool {
+/// The unmodified guest, its echo interrupt given the affinity `mask`:
+/// Linux binds it to one vCPU of the mask, and Xen holds no set for it.
+fn plain_verdict(name: &str, mask: u64, r: &Round) -> bool {
     let no_set = r.xen.as_ref().is_none_or(|(c, _)| c.set.is_none());
     report(
         name,
-        r.only_vcpu().is_some() && no_set,
+        r.only_vcpu().is_some_and(|v| mask & (1 << v) != 0) && no_set,
         format!(
-            "d2 (Debian's kernel, no sets): per-vCPU {:?}, Xen's set {:?}; p50/p99 {:.1}/{:.1} µs",
+            "d2 (Debian's kernel), affinity {mask:x}: per-vCPU {:?}, Xen's set {:?}; p50/p99 {:.1}/{:.1} µs",
             r.per_vcpu,
             r.xen.as_ref().map(|(c, _)| c.set.clone()),
             r.p(0.5),
@@ -376,38 +399,24 @@ pub fn run_domu(pc: &Privcmd, mode: &str) -> bool {
     if !ok {
         return false;
     }
-    let free_at_start = free_mib();
+    let free_at_start = pc.free_pages();
     let ok = cross(pc, mode, patched, free_at_start);
-    for g in [&SETS, &PLAIN] {
-        if listed_vcpus(g.name).is_some() {
-            let _ = run("xl", &["destroy", g.name]);
-        }
-    }
-    let (gone, detail) = destroy_settled(free_at_start);
+    let (gone, detail) = destroy(pc, &[SETS.name, PLAIN.name], free_at_start, FIRST_CYCLE_SLACK);
     report("xl-destroy", gone, detail) && ok
 }
 
-/// Wait until no domU is left and the memory is back.
-fn destroy_settled(want: Option<u64>) -> (bool, String) {
-    let t = Instant::now();
-    let left = || [&SETS, &PLAIN].iter().filter(|g| listed_vcpus(g.name).is_some()).count();
-    while (left() > 0 || free_mib() != want) && t.elapsed() < Duration::from_secs(20) {
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    let free = free_mib();
-    (left() == 0 && free == want, format!("every domU gone: {}, free {free:?} MiB, at boot {want:?}", left() == 0))
-}
-
 /// Both guests up, the rounds, and (`domu`) the lifecycle.
-fn cross(pc: &Privcmd, mode: &str, patched: bool, free_at_start: Option<u64>) -> bool {
+fn cross(pc: &Privcmd, mode: &str, patched: bool, free_at_start: Result<u64, i32>) -> bool {
     println!("EVROUTE-DETAIL {mode}: creating d2 (Debian's kernel) and d1 (the patched kernel)");
     let plain_up = create(&PLAIN);
-    let free_with_plain = free_mib();
+    let free_with_plain = pc.free_pages();
     let sets_up = create(&SETS);
     let mut ok = report(
         "xl-create",
         plain_up.is_ok() && sets_up.is_ok(),
-        format!("seconds to the domU's init: d2 {plain_up:?}, d1 {sets_up:?}; free {free_at_start:?} MiB at boot"),
+        format!(
+            "seconds to the domU's init: d2 {plain_up:?}, d1 {sets_up:?}; Xen's free pages {free_at_start:?} before"
+        ),
     );
     if !ok {
         return false;
@@ -444,10 +453,12 @@ fn cross(pc: &Privcmd, mode: &str, patched: bool, free_at_start: Option<u64>) ->
     );
     let mut gaps = Gaps(0x9e37_79b9_7f4a_7c15);
     let mut d1_rtt = Vec::new();
-    for (round, mask) in [("set", "f"), ("bound", "1")] {
+    for (round, mask) in [("set", 0xf), ("bound", 0x1)] {
         println!("EVROUTE-DETAIL {mode}: round '{round}': {PINGS} pings to each guest");
-        let cmds = [format!("echo {mask}"), "report".to_string()];
-        let cmds: Vec<&str> = cmds.iter().map(String::as_str).collect();
+        // d2 gets the same affinity: Debian's kernel binds the event to
+        // one vCPU of it and never asks Xen for a set.
+        let cmd = format!("echo {mask:x}");
+        let cmds = [cmd.as_str(), cmd.as_str()];
         let rounds = match ping_round(pc, patched, &mut xs, &mut [&mut sets, &mut plain], &cmds, PINGS, &mut gaps) {
             Ok(r) => r,
             Err(e) => return report(&format!("cross-{round}"), false, e),
@@ -461,22 +472,24 @@ fn cross(pc: &Privcmd, mode: &str, patched: bool, free_at_start: Option<u64>) ->
         let share = d1.running_share();
         let pass = match (round, patched) {
             ("set", true) => set.as_deref() == Some("{0-3}") && share.is_some_and(|s| s >= want_share),
-            // One vCPU (the patched kernel gives Xen a set of one), or the
-            // set is not offered (unpatched): Linux binds the event.
-            _ => d1.only_vcpu().is_some() && (set.is_none() || set.as_deref() == Some("{0}")),
+            // Affinity f with the set not offered (Debian's Xen): Linux
+            // binds the event to one vCPU.
+            ("set", false) => d1.only_vcpu().is_some() && set.is_none(),
+            // vCPU 0 alone: a set of one on the patched Xen, bound on both.
+            _ => d1.only_vcpu() == Some(0) && (set.is_none() || set.as_deref() == Some("{0}")),
         };
         ok &= report(
             &format!("cross-{round}"),
             pass,
             format!(
-                "d1 (4 busy vCPUs), affinity {mask}: Xen's set {set:?}, routed to running/blocked/other {:?}, running share {share:?} (want >= {want_share} with a set), per-vCPU {:?}; p50/p99 {:.1}/{:.1} µs",
+                "d1 (4 busy vCPUs), affinity {mask:x}: Xen's set {set:?}, routed to running/blocked/other {:?}, running share {share:?} (target 0.90; want >= {want_share} with a set), per-vCPU {:?}; p50/p99 {:.1}/{:.1} µs",
                 d1.xen.as_ref().map(|x| x.1),
                 d1.per_vcpu,
                 d1.p(0.5),
                 d1.p(0.99)
             ),
         );
-        ok &= plain_verdict(&format!("unmodified-{round}"), d2);
+        ok &= plain_verdict(&format!("unmodified-{round}"), mask, d2);
     }
     // Bound over set: mean, p50, p90, p99.
     let ratio = [0, 1, 2, 3].map(|i| d1_rtt[1][i] / d1_rtt[0][i]);
@@ -487,9 +500,9 @@ fn cross(pc: &Privcmd, mode: &str, patched: bool, free_at_start: Option<u64>) ->
     if patched {
         ok &= report(
             "cross-ratio",
-            ratio[0] >= MEAN_GAIN,
+            ratio[1].max(ratio[2]) >= GAIN,
             format!(
-                "d1's round trip bound over set: mean {:.2}x (want >= {MEAN_GAIN}), p50 {:.2}x, p90 {:.2}x, p99 {:.2}x",
+                "d1's round trip bound over set: mean {:.2}x, p50 {:.2}x, p90 {:.2}x (want either >= {GAIN}), p99 {:.2}x",
                 ratio[0], ratio[1], ratio[2], ratio[3]
             ),
         );
@@ -502,7 +515,7 @@ fn cross(pc: &Privcmd, mode: &str, patched: bool, free_at_start: Option<u64>) ->
 
 /// d1 destroyed while dom0 sends to it and sets are on its channels; then
 /// created again and pinged.
-fn lifecycle(pc: &Privcmd, xs: &mut Xenstore, mut sets: Link, free_without: Option<u64>, gaps: &mut Gaps) -> bool {
+fn lifecycle(pc: &Privcmd, xs: &mut Xenstore, mut sets: Link, free_without: Result<u64, i32>, gaps: &mut Gaps) -> bool {
     let given = sets.command(xs, "all f").map(|(n, _)| n);
     let with_set = domains_channels(pc, &[sets.dom])
         .map(|c| c[&sets.dom].values().filter(|c| c.set.is_some()).count())
@@ -515,11 +528,13 @@ fn lifecycle(pc: &Privcmd, xs: &mut Xenstore, mut sets: Link, free_without: Opti
     let status_before = pc.status(sets.port);
     let stop = AtomicBool::new(false);
     let (sent, failed) = (AtomicU64::new(0), AtomicU64::new(0));
-    let (gone, detail) = std::thread::scope(|s| {
+    let (gone, detail, after_destroy) = std::thread::scope(|s| {
         s.spawn(|| {
             pin(SENDER);
             while !stop.load(Ordering::Relaxed) {
-                let n = if sets.ev.notify(sets.port).is_ok() { &sent } else { &failed };
+                // Through privcmd, not the notify ioctl, which drops Xen's
+                // answer: a send to a dead peer is dropped with 0.
+                let n = if pc.send(sets.port).is_ok() { &sent } else { &failed };
                 n.fetch_add(1, Ordering::Relaxed);
                 let t = Instant::now();
                 while t.elapsed() < Duration::from_micros(50) {
@@ -529,35 +544,44 @@ fn lifecycle(pc: &Privcmd, xs: &mut Xenstore, mut sets: Link, free_without: Opti
         });
         std::thread::sleep(Duration::from_millis(500));
         let at_destroy = sent.load(Ordering::Relaxed);
-        let r = destroy(SETS.name, free_without);
+        let r = destroy(pc, &[SETS.name], free_without, FIRST_CYCLE_SLACK);
         // Keep sending a little to the dead end.
+        let gone_at = sent.load(Ordering::Relaxed);
         std::thread::sleep(Duration::from_millis(200));
         stop.store(true, Ordering::Relaxed);
-        (r.0 && at_destroy > 0, format!("{}; {at_destroy} sends before the destroy", r.1))
+        let after = sent.load(Ordering::Relaxed) - gone_at;
+        (r.0 && at_destroy > 0, format!("{}; {at_destroy} sends before the destroy", r.1), after)
     });
     let status_after = pc.status(sets.port);
-    let closed = matches!(status_before, Ok((STAT_INTERDOMAIN, Some(d))) if u32::from(d) == sets.dom)
-        && matches!(status_after, Ok((STAT_UNBOUND, _)));
+    let dom = |d: u16| u32::from(d) == sets.dom;
+    let closed = matches!(status_before, Ok((xs::EVTCHNSTAT_interdomain, Some(d))) if dom(d))
+        && matches!(status_after, Ok((xs::EVTCHNSTAT_unbound, Some(d))) if dom(d));
     let (sent, failed) = (sent.into_inner(), failed.into_inner());
     ok &= report(
         "destroy-while-sending",
-        gone && closed && failed == 0,
+        gone && closed && failed == 0 && after_destroy > 0,
         format!(
-            "{detail}; dom0's port {} before {status_before:?}, after {status_after:?} (want interdomain with dom {} then unbound); {sent} sends, {failed} failed",
+            "{detail}; dom0's port {} before {status_before:?}, after {status_after:?} (want interdomain, then unbound, with dom {}); {sent} sends, {after_destroy} after the destroy, {failed} refused by Xen",
             sets.port, sets.dom
         ),
     );
     drop(sets);
+    // The second cycle: the same again, then every page must come back.
+    let free_first = pc.free_pages();
     let again = create(&SETS);
     let pinged = again.clone().and_then(|_| {
         let mut link = Link::connect(xs, &SETS)?;
         let r = ping_round(pc, true, xs, &mut [&mut link], &["echo f"], PINGS / 4, gaps)?;
-        Ok((r[0].rtt.len(), r[0].running_share()))
+        let set = r[0].xen.as_ref().and_then(|(c, _)| c.set.clone());
+        let given = link.command(xs, "all f")?.0;
+        Ok((r[0].rtt.len(), set, r[0].running_share(), given))
     });
     ok &= report(
         "xl-create-again",
-        matches!(pinged, Ok((n, Some(_))) if n == PINGS / 4),
-        format!("d1 again: up {again:?} s; (echoes, running share) {pinged:?}"),
+        matches!(&pinged, Ok((n, Some(set), Some(share), _)) if *n == PINGS / 4 && set == "{0-3}" && *share >= SHARE_AGAIN),
+        format!("d1 again: up {again:?} s; (echoes, Xen's set, running share, interrupts given f) {pinged:?}, want all, {{0-3}}, >= {SHARE_AGAIN}"),
     );
+    let (gone, detail) = destroy(pc, &[SETS.name], free_first, 0);
+    ok &= report("no-leak", gone, format!("after the second create, pings and destroy: {detail}"));
     ok
 }

@@ -7,8 +7,8 @@
 //! per-vCPU counts; `echo MASK` writes the echo interrupt's affinity
 //! first, `all MASK` that of every per-OS interrupt of the guest.
 
-use crate::linux::{irq_row, set_affinity};
-use crate::xen::{pin, Evtchn};
+use crate::linux::set_affinity;
+use crate::xen::{irq_counts, irq_of, pin, Evtchn};
 use crate::xenstore::Xenstore;
 use std::time::Duration;
 
@@ -37,7 +37,7 @@ fn per_os_irqs() -> Vec<u32> {
 
 /// Carry out one command; the answer for `data/ack`.
 fn obey(verb: &str, mask: Option<u64>, echo_irq: u32) -> String {
-    let counts = || irq_row(&format!("evtchn:{NAME}")).map(|r| r.dense());
+    let counts = || irq_counts(NAME);
     let (irqs, mask) = match (verb, mask) {
         ("report", _) => (vec![], 0),
         ("echo", Some(m)) => (vec![echo_irq], m),
@@ -62,7 +62,14 @@ pub fn run() -> Result<(), String> {
     // remote domain 0: a channel dom0 may bind.
     let port = ev.bind_unbound().map_err(|e| format!("bind unbound port for dom0: {e}"))?;
     ev.set_nonblocking().map_err(|e| e.to_string())?;
-    let irq = irq_row(&format!("evtchn:{NAME}")).map_err(|e| e.to_string())?.irq;
+    let irq = irq_of(NAME).map_err(|e| e.to_string())?;
+    // Published before any echo thread starts: a failure here ends the
+    // tool with its reason on the console (dom0 binds only after it).
+    let mut xs = Xenstore::open().map_err(|e| format!("xenstore: {e}"))?;
+    for (k, v) in [("data/port", port.to_string()), ("data/irq", irq.to_string())] {
+        xs.write(k, &v).map_err(|e| format!("xenstore write {k}: {e}"))?;
+    }
+    println!("EVROUTE-ECHO port={port} irq={irq} cpus={cpus} busy={busy}");
     let ev = &ev;
     std::thread::scope(|s| {
         // Busy: a poller spinning on the device on every vCPU (the guest's
@@ -91,22 +98,32 @@ pub fn run() -> Result<(), String> {
                                 }
                             }
                         }
-                        Err(e) => println!("EVROUTE-ECHO wait: {e}"),
+                        Err(e) => {
+                            // Say it, then slowly: an error that stays
+                            // (a ring overflow) must not flood the console.
+                            println!("EVROUTE-ECHO wait: {e}");
+                            std::thread::sleep(Duration::from_secs(1));
+                        }
                     }
                 }
             });
         }
-        let mut xs = Xenstore::open().map_err(|e| format!("xenstore: {e}"))?;
-        for (k, v) in [("data/port", port.to_string()), ("data/irq", irq.to_string())] {
-            xs.write(k, &v).map_err(|e| format!("xenstore write {k}: {e}"))?;
-        }
-        println!("EVROUTE-ECHO port={port} irq={irq} cpus={cpus} busy={busy}");
         let mut last = String::new();
+        let mut said = false;
         loop {
             // Seldom: each read wakes xenstored in dom0, which would take
             // pCPU time from the guests under test.
             std::thread::sleep(Duration::from_millis(250));
-            let Ok(cmd) = xs.read("data/cmd") else { continue };
+            let cmd = match xs.read("data/cmd") {
+                Ok(c) => c,
+                Err(e) => {
+                    if e.kind() != std::io::ErrorKind::NotFound && !said {
+                        println!("EVROUTE-ECHO xenstore read data/cmd: {e}");
+                        said = true;
+                    }
+                    continue;
+                }
+            };
             let mut f = cmd.split_whitespace();
             let (Some(seq), Some(verb)) = (f.next(), f.next()) else { continue };
             if seq == last {
@@ -114,7 +131,9 @@ pub fn run() -> Result<(), String> {
             }
             let mask = f.next().and_then(|m| u64::from_str_radix(m, 16).ok());
             let answer = obey(verb, mask, irq);
-            xs.write("data/ack", &format!("{seq} {answer}")).map_err(|e| format!("xenstore write data/ack: {e}"))?;
+            if let Err(e) = xs.write("data/ack", &format!("{seq} {answer}")) {
+                println!("EVROUTE-ECHO xenstore write data/ack: {e}");
+            }
             last = seq.to_string();
         }
     })

@@ -21,7 +21,7 @@ pub fn probe_logged(name: &str, want: &str) -> bool {
 
 /// The IRQ Linux gave the receiving half of a pair.
 fn irq_of(pair_rx: &str) -> u32 {
-    irq_row(&format!("evtchn:{pair_rx}")).expect("the pair's IRQ in /proc/interrupts").irq
+    crate::xen::irq_of(pair_rx).expect("the pair's IRQ in /proc/interrupts")
 }
 
 /// Linux's effective affinity, Xen's set (GET) and Xen's bound vCPU.

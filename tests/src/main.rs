@@ -38,7 +38,7 @@ pub(crate) const ALL_VCPUS: u64 = 0b1111;
 /// Per-CPU counts gained between two reads of an IRQ's row (a CPU missing
 /// from `before` counted from 0).
 pub(crate) fn per_cpu_delta(after: &[u64], before: &[u64]) -> Vec<u64> {
-    after.iter().zip(before.iter().chain(std::iter::repeat(&0))).map(|(a, b)| a - b).collect()
+    after.iter().zip(before.iter().chain(std::iter::repeat(&0))).map(|(a, b)| a.saturating_sub(*b)).collect()
 }
 
 /// The value at fraction `p` of an ascending slice (nearest rank, the
@@ -85,7 +85,7 @@ fn main() {
         }
         return;
     }
-    if mode.starts_with("domu") {
+    if ["domu", "domu-credit1", "domu-unpatched"].contains(&mode.as_str()) {
         let ok = domu::run_domu(&pc, &mode);
         println!("EVROUTE-DONE {}", if ok { "PASS" } else { "FAIL" });
         return;

@@ -143,6 +143,21 @@ impl Privcmd {
         Ok((op.status, remote))
     }
 
+    /// `EVTCHNOP_send` straight to Xen: its answer, which Linux's notify
+    /// ioctl drops.
+    pub fn send(&self, port: u32) -> Result<(), i32> {
+        let mut op = xs::evtchn_send { port };
+        self.evtchn_op(xs::EVTCHNOP_send, &mut op)
+    }
+
+    /// Xen's free memory in pages (`XEN_SYSCTL_physinfo`).
+    pub fn free_pages(&self) -> Result<u64, i32> {
+        // struct xen_sysctl_physinfo: ten u32, then total_pages, free_pages.
+        let mut body = [0u8; 112];
+        self.sysctl(XEN_SYSCTL_PHYSINFO, &mut body)?;
+        Ok(u64::from_ne_bytes(body[48..56].try_into().expect("8 bytes")))
+    }
+
     pub fn close(&self, port: u32) -> Result<(), i32> {
         let mut op = xs::evtchn_close { port };
         self.evtchn_op(xs::EVTCHNOP_close, &mut op)
@@ -222,6 +237,7 @@ struct Sysctl {
 }
 
 const XEN_SYSCTL_READCONSOLE: u32 = 1;
+const XEN_SYSCTL_PHYSINFO: u32 = 3;
 const XEN_SYSCTL_DEBUG_KEYS: u32 = 7;
 
 /// One open of `/dev/xen/evtchn`. Linux names its interrupts
@@ -251,7 +267,8 @@ impl Evtchn {
         }
     }
 
-    /// A new unbound port of dom0 for dom0 (the receiving half of a pair).
+    /// A new unbound port of ours for dom0 to bind (in dom0: the
+    /// receiving half of a loop-back pair).
     pub fn bind_unbound(&self) -> io::Result<u32> {
         self.ioctl(IOCTL_EVTCHN_BIND_UNBOUND_PORT, &mut [0])
     }
@@ -311,6 +328,11 @@ impl Evtchn {
     pub fn unmask(&self, port: u32) -> io::Result<()> {
         (&self.f).write_all(&port.to_ne_bytes())
     }
+}
+
+/// Linux's IRQ number of the channel opened as `name`.
+pub fn irq_of(name: &str) -> io::Result<u32> {
+    crate::linux::irq_row(&format!("evtchn:{name}")).map(|r| r.irq)
 }
 
 /// Per-CPU counts of the interrupt named `evtchn:<name>` in /proc/interrupts

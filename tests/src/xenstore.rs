@@ -57,7 +57,11 @@ impl Xenstore {
     /// xenstored's socket where it runs (dom0), else the kernel's device.
     pub fn open() -> io::Result<Self> {
         let wire: Box<dyn Wire> = match UnixStream::connect("/run/xenstored/socket") {
-            Ok(s) => Box::new(s),
+            Ok(s) => {
+                // A xenstored that stops answering fails the caller.
+                s.set_read_timeout(Some(Duration::from_secs(10)))?;
+                Box::new(s)
+            }
             Err(_) => Box::new(std::fs::OpenOptions::new().read(true).write(true).open("/dev/xen/xenbus")?),
         };
         Ok(Xenstore { wire, req_id: 0 })
@@ -65,13 +69,13 @@ impl Xenstore {
 
     fn request(&mut self, ty: u32, payload: &[u8]) -> io::Result<Vec<u8>> {
         self.req_id = self.req_id.wrapping_add(1);
-        // One write: the kernel's device takes a message whole.
         self.wire.write_all(&message(ty, self.req_id, payload)?)?;
         let mut header = [0u8; 16];
         self.wire.read_exact(&mut header)?;
         let len = u32::from_ne_bytes([header[12], header[13], header[14], header[15]]) as usize;
         if len > PAYLOAD_MAX {
-            return Err(io::Error::other(format!("xenstore reply of {len} bytes")));
+            // Its body is left unread: this connection is no more use.
+            return Err(io::Error::other(format!("xenstore reply of {len} bytes (max {PAYLOAD_MAX})")));
         }
         let mut body = vec![0u8; len];
         self.wire.read_exact(&mut body)?;
