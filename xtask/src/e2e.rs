@@ -135,7 +135,9 @@ pub struct Args {
     /// Boots to run (unpatched, off, running, balanced, guest-credit2,
     /// guest-credit1, compat-unpatched, compat-off, compat-fifo0,
     /// compat-sets0, notify-off, notify-poll, notify-mwait, shared-off,
-    /// shared-poll, domu, domu-credit1, domu-unpatched); all by default, those of the patched Xen with --xen.
+    /// shared-poll, domu, domu-credit1, domu-unpatched); all by default;
+    /// with --xen, those of the patched Xen but the toolstack's (Debian's
+    /// 4.17 toolstack drives a 4.17 Xen only: name them to run them).
     #[arg(long, value_delimiter = ',', value_name = "BOOT")]
     pub boots: Vec<String>,
 }
@@ -150,16 +152,20 @@ pub fn main(args: &Args) -> Result<(), String> {
         .iter()
         .filter(|b| {
             if args.boots.is_empty() {
-                b.xen == Patched || args.xen.is_none()
+                // A Xen of your own gets the boots of the patched Xen, but
+                // not the toolstack's: Debian's 4.17 xl drives only a 4.17.
+                args.xen.is_none() || (b.xen == Patched && !b.toolstack)
             } else {
                 args.boots.iter().any(|l| l == b.label)
             }
         })
         .collect();
-    if args.xen.is_some() && boots.iter().any(|b| b.xen == Debian) {
-        return Err(
-            "--xen boots a patched image: 'unpatched' and 'compat-unpatched' need Debian's tree (drop --xen)".into()
-        );
+    let debian_xen: Vec<&str> = boots.iter().filter(|b| b.xen == Debian).map(|b| b.label).collect();
+    if args.xen.is_some() && !debian_xen.is_empty() {
+        return Err(format!(
+            "--xen boots a patched image; these boots need Debian's own Xen: {} (drop --xen, or leave them out of --boots)",
+            debian_xen.join(", ")
+        ));
     }
     if let Some(x) = &args.xen {
         if !x.is_file() {
