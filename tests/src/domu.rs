@@ -42,7 +42,7 @@ const SENDER: usize = 3;
 /// The share of d1's events Xen must route to a running vCPU with the set.
 /// The target is 0.90; the rest are events sent while the other pCPU ran
 /// something else (dom0's other vCPUs, the idle guest, xenstored). Boots
-/// measured 0.917-0.963 under credit2 and 0.907-0.925 under credit1,
+/// measured 0.917-0.963 under credit2 and 0.890-0.933 under credit1,
 /// which runs those first on every wake (BOOST): the bounds leave room for
 /// the sampling noise of 600 events (about 0.01) and TCG's; bound, the
 /// share is 0.2-0.6.
@@ -54,9 +54,9 @@ const SHARE_AGAIN: f64 = 0.75;
 /// the same boot, at the median or at p90: the set's events find a running
 /// vCPU, the bound ones wait for vCPU 0's turn whenever it is preempted.
 /// That wait is one scheduler slice: under credit2's short slices most
-/// pings meet it (the median moved 4.6-6.3x in four boots, p90 1.6-2.3x);
+/// pings meet it (the median moved 4.6-6.3x in seven boots, p90 1.6-2.5x);
 /// under credit1's 30 ms slices vCPU 0 runs for long stretches, so half
-/// the pings find it running and the wait shows from p90 up (9.7-80x;
+/// the pings find it running and the wait shows from p90 up (9.7-108x;
 /// median 1.4-3.6x). Debian's Xen, bound in both rounds: 0.9-1.2x. p99
 /// is not judged: there both rounds meet dom0's own sender preempted.
 const GAIN: f64 = 2.0;

@@ -582,11 +582,7 @@ fn is_share(m: &BTreeMap<String, String>) -> bool {
 /// The cross-domain rounds: per boot, guest and round, the round trips and
 /// where Xen and the guest put the events; then bound over set.
 fn cross_summary(boots: &[Boot]) {
-    let rows: Vec<(&str, &BTreeMap<String, String>)> = boots
-        .iter()
-        .flat_map(|b| b.metrics.iter().map(move |m| (b.label.as_str(), m)))
-        .filter(|(_, m)| m.get("scenario").map(String::as_str) == Some("cross"))
-        .collect();
+    let rows = scenario_rows(boots, "cross");
     if rows.is_empty() {
         return;
     }
@@ -608,18 +604,15 @@ fn cross_summary(boots: &[Boot]) {
             g("running_share")
         );
     }
-    for b in boots {
-        for m in b.metrics.iter().filter(|m| m.get("scenario").map(String::as_str) == Some("cross-ratio")) {
-            let g = |k: &str| m.get(k).cloned().unwrap_or_default();
-            println!(
-                "{}: d1's round trip bound over set: mean {}x, p50 {}x, p90 {}x, p99 {}x",
-                b.label,
-                g("mean_bound_over_set"),
-                g("p50_bound_over_set"),
-                g("p90_bound_over_set"),
-                g("p99_bound_over_set")
-            );
-        }
+    for (label, m) in scenario_rows(boots, "cross-ratio") {
+        let g = |k: &str| m.get(k).cloned().unwrap_or_default();
+        println!(
+            "{label}: d1's round trip bound over set: mean {}x, p50 {}x, p90 {}x, p99 {}x",
+            g("mean_bound_over_set"),
+            g("p50_bound_over_set"),
+            g("p90_bound_over_set"),
+            g("p99_bound_over_set")
+        );
     }
 }
 
@@ -628,11 +621,9 @@ fn cross_summary(boots: &[Boot]) {
 /// keeps a pCPU differently busy on the patched Xen).
 fn unmodified_latency(boots: &[Boot], label: &str) -> Option<(f64, f64)> {
     let is = |m: &BTreeMap<String, String>, k: &str, v: &str| m.get(k).map(String::as_str) == Some(v);
-    let m = boots
-        .iter()
-        .filter(|b| b.label == label)
-        .flat_map(|b| b.metrics.iter())
-        .find(|m| is(m, "scenario", "cross") && is(m, "guest", "d2") && is(m, "round", "bound"))?;
+    let (_, m) = scenario_rows(boots, "cross")
+        .into_iter()
+        .find(|(l, m)| *l == label && is(m, "guest", "d2") && is(m, "round", "bound"))?;
     Some((m.get("p50_us")?.parse().ok()?, m.get("p99_us")?.parse().ok()?))
 }
 
@@ -666,14 +657,19 @@ fn unmodified_verdict(boots: &mut [Boot]) {
     }
 }
 
-/// The metric `key` of the boot `label`'s `scenario`.
-fn metric(boots: &[Boot], label: &str, scenario: &str, key: &str) -> Option<f64> {
+/// Every metric line of `scenario`, with its boot's label, in boot order.
+fn scenario_rows<'a>(boots: &'a [Boot], scenario: &str) -> Vec<(&'a str, &'a BTreeMap<String, String>)> {
     boots
         .iter()
-        .filter(|b| b.label == label)
-        .flat_map(|b| b.metrics.iter())
-        .find(|m| m.get("scenario").map(String::as_str) == Some(scenario))
-        .and_then(|m| m.get(key)?.parse().ok())
+        .flat_map(|b| b.metrics.iter().map(move |m| (b.label.as_str(), m)))
+        .filter(|(_, m)| m.get("scenario").map(String::as_str) == Some(scenario))
+        .collect()
+}
+
+/// The metric `key` of the boot `label`'s `scenario`.
+fn metric(boots: &[Boot], label: &str, scenario: &str, key: &str) -> Option<f64> {
+    let (_, m) = scenario_rows(boots, scenario).into_iter().find(|(l, _)| *l == label)?;
+    m.get(key)?.parse().ok()
 }
 
 /// With both shared-core boots run, two verdicts of the `shared-poll`
@@ -722,11 +718,7 @@ fn shared_verdict(boots: &mut [Boot]) {
 /// The notify path: one-way latency and IPIs per event, off vs poll
 /// (and mwait, which falls back to poll under QEMU).
 fn notify_summary(boots: &[Boot]) {
-    let rows: Vec<(&str, &BTreeMap<String, String>)> = boots
-        .iter()
-        .flat_map(|b| b.metrics.iter().map(move |m| (b.label.as_str(), m)))
-        .filter(|(_, m)| m.get("scenario").map(String::as_str) == Some("notify"))
-        .collect();
+    let rows = scenario_rows(boots, "notify");
     if rows.is_empty() {
         return;
     }
