@@ -169,3 +169,22 @@ impl Bugs {
         self.0 & (1 << bug as u32) != 0
     }
 }
+
+impl Bugs {
+    /// The guest library's faults among these bugs: the consumer and unmask
+    /// are `evroute-guest`'s code, which knows its own three.
+    pub const fn guest(self) -> evroute_guest::Faults {
+        use evroute_guest::{Fault, Faults};
+        let mut f = Faults::NONE;
+        if self.has(Bug::ClearLinkedBeforeReadLink) {
+            f = f.with(Fault::ClearLinkedBeforeReadLink);
+        }
+        if self.has(Bug::UnmaskIgnoresPending) {
+            f = f.with(Fault::UnmaskIgnoresPending);
+        }
+        if self.has(Bug::HandleMaskedEvent) {
+            f = f.with(Fault::HandleMaskedEvent);
+        }
+        f
+    }
+}

@@ -128,7 +128,7 @@ impl Linux {
 
     /// A consumer for `cpu`'s vCPU whose deliveries go through this layer.
     pub fn consumer(&self, cpu: u32, nr_ports: u32) -> Consumer {
-        Consumer::with_irq_layer(self.vcpu_of(cpu), nr_ports, self.bugs)
+        Consumer::with_irq_layer(self.vcpu_of(cpu), nr_ports, self.bugs.guest())
     }
 
     /// The upcall on `cpu`: drain its queues, each delivery through
@@ -298,7 +298,7 @@ impl Linux {
         *r &= !reason;
         if *r == 0 {
             hv.ghost().guest_unmasked(self.irq.port);
-            guest::unmask(hv.shared(), hv, self.irq.port, self.bugs);
+            guest::unmask(hv.shared(), hv, self.irq.port, self.bugs.guest());
         }
     }
 

@@ -14,6 +14,7 @@ use crate::linux_irq::Linux;
 use crate::notify::{WaitEnd, WaitWord};
 use crate::route::Policy;
 use crate::sync::{thread, Arc};
+use evroute_guest::Faults;
 
 /// A named race.
 pub struct Scenario {
@@ -243,7 +244,7 @@ impl Stage {
     fn with(cfg: Config) -> Self {
         let (nr_vcpus, nr_ports, bugs) = (cfg.nr_vcpus, cfg.nr_ports, cfg.bugs);
         let hv = Arc::new(Hypervisor::new(cfg));
-        let consumers = (0..nr_vcpus).map(|v| Consumer::new(v, nr_ports, bugs)).collect();
+        let consumers = (0..nr_vcpus).map(|v| Consumer::new(v, nr_ports, bugs.guest())).collect();
         Stage { hv, consumers }
     }
 
@@ -271,7 +272,7 @@ impl Stage {
 
     /// Take vCPU `v`'s consumer to run it on another thread.
     fn take(&mut self, v: u32) -> Consumer {
-        std::mem::replace(&mut self.consumers[v as usize], Consumer::new(v, 0, Bugs::NONE))
+        std::mem::replace(&mut self.consumers[v as usize], Consumer::new(v, 0, Faults::NONE))
     }
 
     fn give(&mut self, c: Consumer) {
@@ -411,7 +412,7 @@ fn mask_unmask_race(bugs: Bugs) {
     let guest = spawn(&st.hv, move |hv| {
         guest::mask(hv.shared(), p);
         hv.ghost().guest_unmasked(p);
-        guest::unmask(hv.shared(), hv, p, hv.config().bugs);
+        guest::unmask(hv.shared(), hv, p, hv.config().bugs.guest());
     });
     let t1 = spawn(&st.hv, move |hv| hv.send(p).unwrap());
     st.drain(0);
@@ -596,7 +597,7 @@ impl LinuxStage {
     }
 
     fn take(&mut self, cpu: u32) -> Consumer {
-        std::mem::replace(&mut self.consumers[cpu as usize], Consumer::new(0, 0, Bugs::NONE))
+        std::mem::replace(&mut self.consumers[cpu as usize], Consumer::new(0, 0, Faults::NONE))
     }
 
     fn give(&mut self, cpu: u32, c: Consumer) {

@@ -2,7 +2,7 @@
 //! control block per vCPU, and each vCPU's upcall flag.
 
 use crate::abi::{ControlBlock, Port, SharedEvents};
-use crate::sync::AtomicU32;
+use crate::sync::{AtomicU32, AtomicU8};
 
 /// The shared pages of one domain. The model allocates exactly `nr_ports`
 /// event words (the guest has expanded its event array that far); a port
@@ -10,7 +10,7 @@ use crate::sync::AtomicU32;
 pub struct SharedPages {
     words: Box<[AtomicU32]>,
     control_blocks: Box<[ControlBlock]>,
-    upcall: Box<[AtomicU32]>,
+    upcall: Box<[AtomicU8]>,
 }
 
 impl SharedPages {
@@ -18,7 +18,7 @@ impl SharedPages {
         SharedPages {
             words: (0..nr_ports).map(|_| AtomicU32::new(0)).collect(),
             control_blocks: (0..nr_vcpus).map(|_| ControlBlock::default()).collect(),
-            upcall: (0..nr_vcpus).map(|_| AtomicU32::new(0)).collect(),
+            upcall: (0..nr_vcpus).map(|_| AtomicU8::new(0)).collect(),
         }
     }
 
@@ -40,7 +40,7 @@ impl SharedEvents for SharedPages {
         &self.control_blocks[vcpu as usize]
     }
 
-    fn upcall_pending(&self, vcpu: u32) -> &AtomicU32 {
+    fn upcall_pending(&self, vcpu: u32) -> &AtomicU8 {
         &self.upcall[vcpu as usize]
     }
 }

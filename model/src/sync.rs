@@ -5,11 +5,9 @@
 //! built on them is explored in every interleaving loom can produce; without
 //! it they are the real ones (as tokio's `src/loom/` does).
 
-#[cfg(feature = "loom")]
-pub use loom::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
-
-#[cfg(not(feature = "loom"))]
-pub use core::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
+// The atomics are the guest library's, so the consumer and the model's Xen
+// share one type of word (loom's under the `loom` feature).
+pub use evroute_guest::sync::{fence, spin_hint, AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 #[cfg(feature = "loom")]
 pub use loom::sync::{Arc, Mutex, MutexGuard};
@@ -39,16 +37,6 @@ pub use loom::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 #[cfg(all(feature = "std", not(feature = "loom")))]
 pub use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
-
-/// Back off inside a retry loop. Under loom this must yield, or a loop that
-/// waits for another thread (a guest spinning while Xen holds BUSY) would be
-/// explored forever instead of letting that thread run.
-pub fn spin_hint() {
-    #[cfg(feature = "loom")]
-    loom::thread::yield_now();
-    #[cfg(not(feature = "loom"))]
-    core::hint::spin_loop();
-}
 
 /// Read-lock; see [`lock`] on poisoning.
 #[cfg(feature = "std")]

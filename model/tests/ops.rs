@@ -80,7 +80,7 @@ struct Run {
 impl Run {
     fn new(policy: Policy, bugs: Bugs) -> Self {
         let hv = Hypervisor::new(Config { bugs, ..Config::new(VCPUS, PORTS, policy) });
-        let consumers = (0..VCPUS).map(|v| Consumer::new(v, PORTS, bugs)).collect();
+        let consumers = (0..VCPUS).map(|v| Consumer::new(v, PORTS, bugs.guest())).collect();
         let mut run = Run { hv, consumers, refs: vec![RefPort::default(); PORTS as usize], online: 0b1111, policy };
         for v in 0..3 {
             run.step(Op::Alloc(v)).unwrap();
@@ -127,7 +127,7 @@ impl Run {
                 }
             }
             Op::Unmask(p) => {
-                guest::unmask(self.hv.shared(), &self.hv, p, self.hv.config().bugs);
+                guest::unmask(self.hv.shared(), &self.hv, p, self.hv.config().bugs.guest());
                 if let Some(r) = self.r(p) {
                     r.masked = false;
                     if r.pending && r.bound {

@@ -205,7 +205,7 @@ struct vcpu {
     unsigned long pause_flags;
     struct vcpu_runstate_info runstate;
     struct evtchn_fifo_vcpu *evtchn_fifo;
-    uint32_t upcall_pending;      /* vcpu_info.evtchn_upcall_pending */
+    uint8_t upcall_pending;       /* vcpu_info.evtchn_upcall_pending */
     unsigned int kicks;
     bool hcall_compat;            /* the hypercall uses the compat ABI */
     bool hx_no_upcall;            /* an HVM vCPU no upcall reaches */

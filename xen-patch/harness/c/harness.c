@@ -576,7 +576,7 @@ void *hx_control_block(struct domain *d, unsigned int vcpu)
     return d->pages[vcpu];
 }
 
-uint32_t *hx_upcall(struct domain *d, unsigned int vcpu)
+uint8_t *hx_upcall(struct domain *d, unsigned int vcpu)
 {
     return &d->vcpu[vcpu]->upcall_pending;
 }

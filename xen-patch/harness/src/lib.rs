@@ -8,7 +8,7 @@ use evroute_model::guest::Hypercalls;
 use evroute_model::hypervisor::{Kind, RunState, MAX_SETS_DEFAULT};
 use evroute_model::Policy;
 use std::ffi::{c_int, c_uint, c_void};
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{AtomicU32, AtomicU8};
 use std::sync::{Mutex, MutexGuard};
 
 #[repr(C)]
@@ -99,7 +99,7 @@ extern "C" {
     fn hx_bench_switches(d: *mut RawDomain, n: c_uint);
     fn hx_word(d: *mut RawDomain, port: c_uint) -> *mut u32;
     fn hx_control_block(d: *mut RawDomain, vcpu: c_uint) -> *mut c_void;
-    fn hx_upcall(d: *mut RawDomain, vcpu: c_uint) -> *mut u32;
+    fn hx_upcall(d: *mut RawDomain, vcpu: c_uint) -> *mut u8;
     fn hx_lastq(d: *mut RawDomain, port: c_uint) -> u32;
     fn hx_notify_vcpu(d: *mut RawDomain, port: c_uint) -> c_uint;
     fn hx_priority(d: *mut RawDomain, port: c_uint) -> c_uint;
@@ -453,10 +453,10 @@ impl SharedEvents for XenDomain {
         unsafe { &*(hx_control_block(self.d, vcpu) as *const ControlBlock) }
     }
 
-    fn upcall_pending(&self, vcpu: u32) -> &AtomicU32 {
+    fn upcall_pending(&self, vcpu: u32) -> &AtomicU8 {
         assert!(self.vcpu_exists(vcpu), "vCPU {vcpu} does not exist");
         // SAFETY: a field of the live vCPU, accessed only atomically.
-        unsafe { AtomicU32::from_ptr(hx_upcall(self.d, vcpu)) }
+        unsafe { AtomicU8::from_ptr(hx_upcall(self.d, vcpu)) }
     }
 }
 

@@ -6,8 +6,7 @@
 //! back. Bad arguments included; domains of one to four bitmap words.
 
 use evroute_model::abi::{EvtchnSetVcpuSet, Port, SharedEvents, EVTCHN_VCPU_SET_GET, MAX_QUEUES};
-use evroute_model::bugs::Bugs;
-use evroute_model::guest::{self, Consumer, Observer};
+use evroute_model::guest::{self, Consumer, Faults, Observer};
 use evroute_model::hypervisor::{Config, Hypervisor, Kind, RunState};
 use evroute_model::route::{self, RouteInputs};
 use evroute_model::{Error, Policy};
@@ -162,8 +161,8 @@ impl Pair {
         Pair {
             model: Hypervisor::new(Config { unmapped, ..Config::new(nr_vcpus, PORTS, policy) }),
             xen: XenDomain::with(DomainConfig { unmapped, ..DomainConfig::new(nr_vcpus, PORTS, policy) }),
-            mc: (0..nr_vcpus).map(|v| Consumer::new(v, PORTS, Bugs::NONE)).collect(),
-            xc: (0..nr_vcpus).map(|v| Consumer::new(v, PORTS, Bugs::NONE)).collect(),
+            mc: (0..nr_vcpus).map(|v| Consumer::new(v, PORTS, Faults::NONE)).collect(),
+            xc: (0..nr_vcpus).map(|v| Consumer::new(v, PORTS, Faults::NONE)).collect(),
             nr_vcpus,
         }
     }
@@ -215,8 +214,8 @@ impl Pair {
                 (0, 0)
             }
             Op::Unmask(p) => {
-                guest::unmask(self.model.shared(), &self.model, p, Bugs::NONE);
-                guest::unmask(&self.xen, &self.xen, p, Bugs::NONE);
+                guest::unmask(self.model.shared(), &self.model, p, Faults::NONE);
+                guest::unmask(&self.xen, &self.xen, p, Faults::NONE);
                 (0, 0)
             }
             Op::HyperUnmask(p) => (errno(self.model.unmask(p)), self.xen.unmask(p)),

@@ -45,7 +45,7 @@ fn pending(x: &XenDomain, port: u32) -> bool {
 /// Every vCPU that exists consumes its queues.
 fn consume_all(x: &XenDomain, nr_vcpus: u32) {
     for v in (0..nr_vcpus).filter(|v| x.vcpu_exists(*v)) {
-        let mut c = evroute_model::guest::Consumer::new(v, 16, evroute_model::bugs::Bugs::NONE);
+        let mut c = evroute_model::guest::Consumer::new(v, 16, evroute_model::guest::Faults::NONE);
         c.upcall(x, &(), &mut |_| {});
     }
 }

@@ -7,8 +7,8 @@
 //! consumer rule the routing must keep.
 
 use crate::abi::{Port, SharedEvents, BUSY, LINKED, LINK_MASK, MASKED, MAX_QUEUES, PENDING};
-use crate::bugs::{Bug, Bugs};
-use crate::sync::{spin_hint, Ordering};
+pub use crate::faults::{Fault, Faults};
+use crate::sync::{spin_hint, AtomicU32, Ordering};
 
 /// What the guest asks of the hypervisor while consuming or unmasking.
 pub trait Hypercalls {
@@ -37,7 +37,7 @@ pub struct Consumer {
     /// Where this vCPU stopped in each queue; 0 means "reached the tail, read
     /// HEAD from the control block next time".
     head: [u32; MAX_QUEUES],
-    bugs: Bugs,
+    faults: Faults,
     /// Links followed before a queue counts as corrupt (a cycle): more than
     /// the ports that exist.
     max_links: usize,
@@ -47,14 +47,14 @@ pub struct Consumer {
 }
 
 impl Consumer {
-    pub fn new(vcpu: u32, nr_ports: u32, bugs: Bugs) -> Self {
-        Consumer { vcpu, head: [0; MAX_QUEUES], bugs, max_links: nr_ports as usize + 1, irq_layer: false }
+    pub fn new(vcpu: u32, nr_ports: u32, faults: Faults) -> Self {
+        Consumer { vcpu, head: [0; MAX_QUEUES], faults, max_links: nr_ports as usize + 1, irq_layer: false }
     }
 
     /// A consumer whose handler is an IRQ layer that acks (clears PENDING)
     /// itself, and may ignore a delivery another vCPU is handling.
-    pub fn with_irq_layer(vcpu: u32, nr_ports: u32, bugs: Bugs) -> Self {
-        Consumer { irq_layer: true, ..Consumer::new(vcpu, nr_ports, bugs) }
+    pub fn with_irq_layer(vcpu: u32, nr_ports: u32, faults: Faults) -> Self {
+        Consumer { irq_layer: true, ..Consumer::new(vcpu, nr_ports, faults) }
     }
 
     pub fn vcpu(&self) -> u32 {
@@ -135,7 +135,7 @@ impl Consumer {
         }
         let mut handled = 0;
         let seen = word.load(Ordering::SeqCst);
-        let masked = seen & MASKED != 0 && !self.bugs.has(Bug::HandleMaskedEvent);
+        let masked = seen & MASKED != 0 && !self.faults.has(Fault::HandleMaskedEvent);
         if seen & PENDING != 0 && !masked && self.irq_layer {
             obs.delivered(self.vcpu, port, seen);
             handler(port);
@@ -156,8 +156,8 @@ impl Consumer {
     /// `clear_linked`: clear LINKED and LINK in one atomic step and return the
     /// link, so a link Xen appends concurrently is either seen here or finds
     /// LINKED clear and makes Xen start the queue afresh.
-    fn clear_linked(&self, word: &crate::sync::AtomicU32) -> u32 {
-        if self.bugs.has(Bug::ClearLinkedBeforeReadLink) {
+    fn clear_linked(&self, word: &AtomicU32) -> u32 {
+        if self.faults.has(Fault::ClearLinkedBeforeReadLink) {
             let w = word.load(Ordering::SeqCst);
             word.fetch_and(!(LINKED | LINK_MASK), Ordering::SeqCst);
             return w & LINK_MASK;
@@ -186,9 +186,9 @@ pub fn mask<S: SharedEvents>(sh: &S, port: Port) {
 
 /// `evtchn_fifo_unmask`: clear MASKED without a hypercall unless the event is
 /// pending, in which case only Xen may clear it (and link the event).
-pub fn unmask<S: SharedEvents, H: Hypercalls>(sh: &S, hc: &H, port: Port, bugs: Bugs) {
+pub fn unmask<S: SharedEvents, H: Hypercalls>(sh: &S, hc: &H, port: Port, faults: Faults) {
     let Some(word) = sh.word(port) else { return };
-    if !clear_masked_cond(word, bugs) {
+    if !clear_masked_cond(word, faults) {
         hc.unmask(port);
     }
 }
@@ -196,13 +196,13 @@ pub fn unmask<S: SharedEvents, H: Hypercalls>(sh: &S, hc: &H, port: Port, bugs: 
 /// `clear_masked_cond`: true if MASKED is now clear; false if the event is
 /// pending and the hypervisor must unmask it. Waits out BUSY (Xen is linking
 /// behind this event and must not see it unmasked meanwhile).
-fn clear_masked_cond(word: &crate::sync::AtomicU32, bugs: Bugs) -> bool {
+fn clear_masked_cond(word: &AtomicU32, faults: Faults) -> bool {
     let mut w = word.load(Ordering::SeqCst);
     loop {
         if w & MASKED == 0 {
             return true;
         }
-        if w & PENDING != 0 && !bugs.has(Bug::UnmaskIgnoresPending) {
+        if w & PENDING != 0 && !faults.has(Fault::UnmaskIgnoresPending) {
             return false;
         }
         let old = w & !BUSY;

@@ -5,7 +5,7 @@
 //! `EVTCHN_FIFO_PENDING`… are bit *positions*; the masks below are derived from
 //! them once, here, so no other module shifts by hand.
 
-use crate::sync::AtomicU32;
+use crate::sync::{AtomicU32, AtomicU8};
 use xen_sys as xs;
 
 /// One event word (`event_word_t`): PENDING, MASKED, LINKED, BUSY and a LINK.
@@ -40,7 +40,7 @@ pub const EVTCHN_VCPU_SET_GET: u32 = 1;
 /// (x86's `MAX_VIRT_CPUS`, 8192); a longer one is rejected unread.
 pub const MAX_VCPUS: u32 = 8192;
 
-/// `struct evtchn_set_vcpu_set` (docs/abi.md): one 24-byte layout for 32- and
+/// `struct evtchn_set_vcpu_set` (evroute's docs/abi.md): one 24-byte layout for 32- and
 /// 64-bit guests, the bitmap's address being a 64-bit field.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -83,19 +83,22 @@ const _: () = {
 };
 
 /// What guest and hypervisor both see: the event array and one control block
-/// per vCPU. The guest library and the model's consumer reach shared memory
-/// only through this trait, so the same consumer runs on a real mapping.
+/// per vCPU. The consumer reaches shared memory only through this trait, so
+/// the same code runs on a guest's real mappings and on the model's pages.
 pub trait SharedEvents {
     /// The event word of `port`, or `None` if no event-array page covers it.
     fn word(&self, port: Port) -> Option<&AtomicU32>;
     fn control_block(&self, vcpu: u32) -> &ControlBlock;
-    /// `vcpu_info.evtchn_upcall_pending` of `vcpu`.
-    fn upcall_pending(&self, vcpu: u32) -> &AtomicU32;
+    /// `vcpu_info.evtchn_upcall_pending` of `vcpu` (a byte: the next one is
+    /// the upcall mask, which the consumer must not touch).
+    fn upcall_pending(&self, vcpu: u32) -> &AtomicU8;
 }
 
 /// Xen's public errno values (`xen/include/public/errno.h`), which the
 /// hypercall returns negated.
 pub mod errno {
+    pub const EPERM: i32 = 1;
+    pub const ENOMEM: i32 = 12;
     pub const EFAULT: i32 = 14;
     pub const EBUSY: i32 = 16;
     pub const ENOENT: i32 = 2;
