@@ -9,6 +9,7 @@
 
 use crate::linux;
 use crate::run::Steps;
+use crate::test_guest;
 use crate::toolstack;
 use crate::xen;
 use std::collections::BTreeMap;
@@ -22,6 +23,8 @@ use std::time::Instant;
 enum Image {
     Debian,
     Patched,
+    /// As dom0: the PV test guest (`tests/guest/`), no Linux at all.
+    TestGuest,
 }
 
 /// One boot: `label` is also the tool's mode.
@@ -38,10 +41,13 @@ struct BootSpec {
     xen_says: &'static [&'static str],
     /// dom0 runs Debian's Xen toolstack and creates domains.
     toolstack: bool,
+    /// The patched Xen with one check undone (`test_guest::BROKEN`): the
+    /// test guest's cases that guard it must fail.
+    broken: Option<&'static str>,
 }
 
 const fn boot_spec(label: &'static str, xen: Image, kernel: Image, route: Option<&'static str>) -> BootSpec {
-    BootSpec { label, xen, kernel, route, xen_extra: "", dom0_extra: "", xen_says: &[], toolstack: false }
+    BootSpec { label, xen, kernel, route, xen_extra: "", dom0_extra: "", xen_says: &[], toolstack: false, broken: None }
 }
 
 /// A notify-path boot: the patched Xen with `xen_extra`, Debian's kernel.
@@ -57,8 +63,8 @@ const SAYS_CREDIT2: &str = "Using scheduler: SMP Credit Scheduler rev2 (credit2)
 const SAYS_POLL: &str = "evtchn-wait: poll, for at most 1000us";
 const SAYS_CREDIT1: &str = "Using scheduler: SMP Credit Scheduler (credit)";
 
-use Image::{Debian, Patched};
-const BOOTS: [BootSpec; 18] = [
+use Image::{Debian, Patched, TestGuest};
+const BOOTS: [BootSpec; 23] = [
     boot_spec("unpatched", Debian, Debian, None),
     boot_spec("off", Patched, Debian, Some("off")),
     boot_spec("running", Patched, Debian, Some("running")),
@@ -99,6 +105,19 @@ const BOOTS: [BootSpec; 18] = [
         ..boot_spec("domu-credit1", Patched, Debian, Some("running"))
     },
     BootSpec { toolstack: true, ..boot_spec("domu-unpatched", Debian, Debian, None) },
+    // The PV test guest as dom0, on each routing option, then on Xens with
+    // a check undone, where the cases that guard it must fail.
+    boot_spec("testguest-off", Patched, TestGuest, Some("off")),
+    boot_spec("testguest-running", Patched, TestGuest, Some("running")),
+    boot_spec("testguest-balanced", Patched, TestGuest, Some("balanced")),
+    BootSpec {
+        broken: Some("route-ignores-receivable"),
+        ..boot_spec("testguest-broken-receivable", Patched, TestGuest, Some("running"))
+    },
+    BootSpec {
+        broken: Some("bitmap-as-pointer"),
+        ..boot_spec("testguest-broken-bitmap", Patched, TestGuest, Some("running"))
+    },
 ];
 /// The busy loops' throughput with pollers beside them (over alone, in
 /// the same boot) may differ by this much between `evtchn-wait=off` and
@@ -154,7 +173,8 @@ pub fn main(args: &Args) -> Result<(), String> {
             if args.boots.is_empty() {
                 // A Xen of your own gets the boots of the patched Xen, but
                 // not the toolstack's: Debian's 4.17 xl drives only a 4.17.
-                args.xen.is_none() || (b.xen == Patched && !b.toolstack)
+                // Nor the broken Xens: they are built from the source.
+                args.xen.is_none() || (b.xen == Patched && !b.toolstack && b.broken.is_none())
             } else {
                 args.boots.iter().any(|l| l == b.label)
             }
@@ -170,6 +190,11 @@ pub fn main(args: &Args) -> Result<(), String> {
     if let Some(x) = &args.xen {
         if !x.is_file() {
             return Err(format!("--xen {}: no such file", x.display()));
+        }
+    }
+    if args.xen.is_some() {
+        if let Some(b) = boots.iter().find(|b| b.broken.is_some()) {
+            return Err(format!("--xen: boot '{}' needs a Xen built from the source with a check undone", b.label));
         }
     }
     let want_debian_kernel = boots.iter().any(|b| b.kernel == Debian);
@@ -208,6 +233,14 @@ pub fn main(args: &Args) -> Result<(), String> {
         }
     };
 
+    let mut broken = BTreeMap::new();
+    for name in boots.iter().filter_map(|b| b.broken) {
+        let spec = test_guest::BROKEN.iter().find(|x| x.name == name).ok_or(format!("no broken Xen '{name}'"))?;
+        let tree = xen::Tree { src: xen::prepare(&mut steps)?.src, patched: true };
+        broken.insert(name, (spec, spec.build(&mut steps, &tree)?));
+    }
+    let guest = if boots.iter().any(|b| b.kernel == TestGuest) { Some(test_guest::build(&mut steps)?) } else { None };
+
     let root = xen::repo_root();
     let out = root.join("target/e2e");
     let target_dir = out.to_string_lossy().into_owned();
@@ -240,16 +273,22 @@ pub fn main(args: &Args) -> Result<(), String> {
 
     let mut results = Vec::new();
     for b in boots {
-        let xen_image = match b.xen {
-            Patched => &patched,
-            Debian => pristine.as_ref().expect("built for an unpatched boot"),
+        let xen_image = match (b.xen, b.broken) {
+            (_, Some(name)) => &broken[name].1,
+            (Debian, None) => pristine.as_ref().expect("built for an unpatched boot"),
+            _ => &patched,
         };
         let kernel = match b.kernel {
             Debian => &debian.as_ref().expect("installed above").0,
             Patched => patched_kernel.as_ref().expect("built above"),
+            TestGuest => guest.as_ref().expect("built above"),
         };
         let initrd = if b.toolstack { toolstack_initrd.as_ref().expect("built above") } else { &initrd };
-        results.push(boot(&out, b, xen_image, kernel, initrd, &disk)?);
+        let mut done = boot(&out, b, xen_image, kernel, initrd, &disk)?;
+        if let Some(name) = b.broken {
+            caught(&mut done, broken[name].0);
+        }
+        results.push(done);
     }
     shared_verdict(&mut results);
     unmodified_verdict(&mut results);
@@ -410,9 +449,13 @@ fn boot(out: &Path, spec: &BootSpec, xen: &Path, vmlinuz: &Path, initrd: &Path, 
     // guest_loglvl=all: Xen's warnings about a guest's events (a dropped
     // event) reach the log, which is checked below. conring_size: room in
     // Xen's console ring for the 'e' dumps the tool reads back.
-    let mut xen_cmdline =
+    // The test guest ends by rebooting the machine, which ends QEMU.
+    let mut xen_cmdline = if spec.kernel == TestGuest {
+        "console=com1 com1=115200,8n1 dom0_max_vcpus=4 dom0_mem=128M guest_loglvl=all"
+    } else {
         "console=com1 com1=115200,8n1 noreboot dom0_max_vcpus=4 dom0_mem=1G guest_loglvl=all conring_size=256k"
-            .to_string();
+    }
+    .to_string();
     for extra in [spec.route.map(|r| format!("evtchn-route={r}")).unwrap_or_default(), spec.xen_extra.to_string()] {
         if !extra.is_empty() {
             xen_cmdline.push(' ');
@@ -420,12 +463,16 @@ fn boot(out: &Path, spec: &BootSpec, xen: &Path, vmlinuz: &Path, initrd: &Path, 
         }
     }
     let modules = if spec.kernel == Debian { " evroute.modules=1" } else { "" };
-    let dom0 = format!(
-        "{} console=hvc0 quiet evroute.mode={label}{modules} {},{}",
-        vmlinuz.display(),
-        spec.dom0_extra,
-        initrd.display()
-    );
+    let dom0 = if spec.kernel == TestGuest {
+        format!("{} evroute.mode={label} evroute.route={}", vmlinuz.display(), spec.route.unwrap_or("off"))
+    } else {
+        format!(
+            "{} console=hvc0 quiet evroute.mode={label}{modules} {},{}",
+            vmlinuz.display(),
+            spec.dom0_extra,
+            initrd.display()
+        )
+    };
     eprintln!("==> boot {label}: Xen \"{xen_cmdline}\", dom0 {} (serial log {})", vmlinuz.display(), log.display());
     let t = Instant::now();
     let mut qemu = Command::new("timeout");
@@ -493,6 +540,29 @@ fn boot(out: &Path, spec: &BootSpec, xen: &Path, vmlinuz: &Path, initrd: &Path, 
     }
     eprintln!("    {label}: {secs:.1}s wall, {} scenarios", verdicts.len());
     Ok(Boot { label: label.to_string(), secs, verdicts, metrics })
+}
+
+/// A boot on a Xen with a check undone: it passes (as one verdict) when
+/// every case that guards that check failed; the boot's other verdicts
+/// are shown but do not count (a broken Xen may well break more).
+fn caught(boot: &mut Boot, broken: &test_guest::Broken) {
+    let mut missed = Vec::new();
+    for case in broken.must_fail {
+        match boot.verdicts.iter().find(|(n, _, _)| n == case) {
+            Some((_, false, d)) => eprintln!("    caught by {case}: {d}"),
+            Some((_, true, _)) => missed.push(format!("{case} passed")),
+            None => missed.push(format!("{case} did not run")),
+        }
+    }
+    let others = boot.verdicts.iter().filter(|(n, ok, _)| !ok && !broken.must_fail.contains(&n.as_str())).count();
+    let detail = format!(
+        "Xen with {}: {} of {} guarding cases failed ({}); {others} other verdicts failed, not counted",
+        broken.about,
+        broken.must_fail.len() - missed.len(),
+        broken.must_fail.len(),
+        if missed.is_empty() { broken.must_fail.join(", ") } else { missed.join("; ") }
+    );
+    boot.verdicts = vec![(format!("caught-{}", broken.name), missed.is_empty(), detail)];
 }
 
 /// `k=v` pairs; a value in brackets may hold spaces.

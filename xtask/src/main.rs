@@ -7,6 +7,7 @@ mod e2e;
 mod linux;
 mod loom;
 mod run;
+mod test_guest;
 mod toolstack;
 mod xen;
 
@@ -99,6 +100,8 @@ fn test() -> Result<(), String> {
         &[],
     )?;
     steps.cargo("no_std build of the model", &["build", "-p", "evroute-model", "--no-default-features"], &[])?;
+    // The PV test guest is its own workspace (freestanding, panic=abort).
+    test_guest::lint(&mut steps)?;
     steps.cargo("unit tests + proptest", &["test", "--workspace", "--release"], &[])?;
     seeded_c(&mut steps)?;
     // The main job, as the README gives it: the policy table of the default scenario.
