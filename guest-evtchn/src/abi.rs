@@ -104,5 +104,6 @@ pub mod errno {
     pub const ENOENT: i32 = 2;
     pub const EINVAL: i32 = 22;
     pub const ENOSPC: i32 = 28;
+    pub const ENOSYS: i32 = 38;
     pub const EOPNOTSUPP: i32 = 95;
 }

@@ -155,7 +155,10 @@ impl VcpuSet {
             let start = offset + (raw.len() - raw.trim_start().len());
             let item = raw.trim();
             let (lo, hi) = match item.split_once('-') {
-                Some((a, b)) => (parse_id(a, start)?, parse_id(b, start + a.len() + 1)?),
+                Some((a, b)) => {
+                    let b_at = start + a.len() + 1 + (b.len() - b.trim_start().len());
+                    (parse_id(a, start)?, parse_id(b, b_at)?)
+                }
                 None => {
                     let id = parse_id(item, start)?;
                     (id, id)
@@ -173,23 +176,27 @@ impl VcpuSet {
     }
 
     /// Parses a hexadecimal CPU mask as Linux prints one (`/proc/irq/N/
-    /// smp_affinity`: 32-bit groups, most significant first, comma
-    /// separated, e.g. `00000000,0000000f`).
+    /// smp_affinity`): comma-separated groups of 32 bits, most significant
+    /// first, e.g. `00000000,0000000f`; a group of fewer digits still
+    /// stands for its 32 bits, as Linux's `cpumask_parse()` reads it.
     pub fn parse_mask(s: &str) -> Result<VcpuSet, ParseError> {
         let mut set = VcpuSet::new();
-        let digits = s.trim_end_matches('\n');
-        let mut bit = 0u32;
-        for (at, c) in digits.char_indices().rev() {
-            if c == ',' {
-                continue;
+        let text = s.trim_end_matches('\n');
+        let groups: usize = text.split(',').count();
+        let mut at = 0;
+        for (i, group) in text.split(',').enumerate() {
+            let base = 32 * (groups - 1 - i) as u32;
+            if group.is_empty() || group.len() > 8 {
+                return Err(ParseError { at, what: "a group of 1 to 8 hexadecimal digits expected" });
             }
-            let v = c.to_digit(16).ok_or(ParseError { at, what: "not a hexadecimal digit" })?;
-            for i in 0..4 {
-                if v >> i & 1 == 1 {
-                    set.insert(bit + i).map_err(|_| ParseError { at, what: "CPU at or past 8192" })?;
+            for (k, c) in group.char_indices() {
+                let v = c.to_digit(16).ok_or(ParseError { at: at + k, what: "not a hexadecimal digit" })?;
+                let nibble = base + 4 * (group.len() - 1 - k) as u32;
+                for b in (0..4).filter(|b| v >> b & 1 == 1) {
+                    set.insert(nibble + b).map_err(|_| ParseError { at: at + k, what: "CPU at or past 8192" })?;
                 }
             }
-            bit += 4;
+            at += group.len() + 1;
         }
         Ok(set)
     }
@@ -311,6 +318,7 @@ pub fn errno_name(e: i32) -> &'static str {
         errno::EOPNOTSUPP => "EOPNOTSUPP",
         errno::ENOMEM => "ENOMEM",
         errno::EPERM => "EPERM",
+        errno::ENOSYS => "ENOSYS",
         _ => "errno",
     }
 }
@@ -325,6 +333,7 @@ pub fn explain(e: i32) -> &'static str {
         errno::ENOMEM => "Xen ran out of memory",
         errno::EPERM => "not allowed (the operation works on the caller's own channels)",
         errno::ENOENT => "no such vCPU",
+        errno::ENOSYS => "this Xen has no EVTCHNOP_set_vcpu_set (not built with evroute's series)",
         _ => "not an errno of this operation",
     }
 }
@@ -351,13 +360,19 @@ mod tests {
         assert_eq!(VcpuSet::parse_list("3-1").unwrap_err().what, "range runs backwards");
         assert_eq!(VcpuSet::parse_list("8192").unwrap_err().what, "vCPU id at or past 8192");
         assert_eq!(VcpuSet::parse_list("1,,2").unwrap_err(), ParseError { at: 2, what: "expected a number" });
+        assert_eq!(VcpuSet::parse_list(" 0 - x").unwrap_err(), ParseError { at: 5, what: "expected a number" });
     }
 
     #[test]
     fn masks_parse_as_linux_prints_them() {
         assert_eq!(VcpuSet::parse_mask("00000000,0000000f\n").unwrap().to_string(), "0-3");
         assert_eq!(VcpuSet::parse_mask("1,00000000").unwrap().to_string(), "32");
+        // Each group is 32 bits however many digits it shows.
+        assert_eq!(VcpuSet::parse_mask("1,0").unwrap().to_string(), "32");
+        assert_eq!(VcpuSet::parse_mask("80000000,1").unwrap().to_string(), "0,63");
         assert_eq!(VcpuSet::parse_mask("0g").unwrap_err(), ParseError { at: 1, what: "not a hexadecimal digit" });
+        assert_eq!(VcpuSet::parse_mask("1,123456789").unwrap_err().at, 2);
+        assert_eq!(VcpuSet::parse_mask("f,,1").unwrap_err().at, 2);
     }
 
     #[test]

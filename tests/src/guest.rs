@@ -58,7 +58,7 @@ pub fn affinity(pc: &Privcmd) -> bool {
 
 /// Send `n` events to the pair's receiver from `cpu` and read them all
 /// there: with the other vCPUs idle, that vCPU is the running one.
-fn pings(pair: &mut Pair, n: usize, cpu: usize) -> usize {
+pub(crate) fn pings(pair: &mut Pair, n: usize, cpu: usize) -> usize {
     pin(cpu);
     let mut got = 0;
     for _ in 0..n {

@@ -3,11 +3,18 @@
 
 use std::io;
 
-/// One row of /proc/interrupts: the IRQ number and its count per CPU id
-/// (`None` for a CPU not shown, i.e. offline).
+/// One row of /proc/interrupts: the IRQ number, its count per CPU id
+/// (`None` for a CPU not shown, i.e. offline), and what follows the counts.
 pub struct IrqRow {
     pub irq: u32,
     pub counts: Vec<Option<u64>>,
+    /// The chip's name (`xen-dyn`, `xen-pirq`, ...).
+    pub chip: String,
+    /// The event channel's port, which a Xen IRQ shows after its chip's
+    /// name on a kernel with the guest series (none on others).
+    pub port: Option<u32>,
+    /// The handlers' names, as the last field shows them.
+    pub name: String,
 }
 
 impl IrqRow {
@@ -17,10 +24,13 @@ impl IrqRow {
     }
 }
 
-/// The /proc/interrupts row whose name (last field) is `name`. The header
-/// names the CPUs shown: offline CPUs have no column.
-pub fn irq_row(name: &str) -> io::Result<IrqRow> {
-    let text = std::fs::read_to_string("/proc/interrupts")?;
+/// Every numbered row of /proc/interrupts. The header names the CPUs
+/// shown: offline CPUs have no column.
+pub fn interrupts() -> io::Result<Vec<IrqRow>> {
+    parse_interrupts(&std::fs::read_to_string("/proc/interrupts")?)
+}
+
+pub fn parse_interrupts(text: &str) -> io::Result<Vec<IrqRow>> {
     let mut lines = text.lines();
     let cpus: Vec<usize> = lines
         .next()
@@ -28,21 +38,40 @@ pub fn irq_row(name: &str) -> io::Result<IrqRow> {
         .split_whitespace()
         .filter_map(|c| c.strip_prefix("CPU")?.parse().ok())
         .collect();
-    let line = lines
-        .find(|l| l.split_whitespace().last() == Some(name))
-        .ok_or_else(|| io::Error::other(format!("{name} not in /proc/interrupts")))?;
-    let mut fields = line.split_whitespace();
-    let irq = fields
-        .next()
-        .and_then(|f| f.strip_suffix(':'))
-        .and_then(|f| f.parse().ok())
-        .ok_or_else(|| io::Error::other(format!("{name}: no IRQ number in '{line}'")))?;
     let width = cpus.iter().max().map_or(0, |m| m + 1);
-    let mut counts = vec![None; width];
-    for (cpu, field) in cpus.iter().zip(fields) {
-        counts[*cpu] = field.parse().ok();
+    let mut rows = Vec::new();
+    for line in lines {
+        let mut fields = line.split_whitespace();
+        // Rows such as "NMI:" or "ERR:" are not IRQs.
+        let Some(irq) = fields.next().and_then(|f| f.strip_suffix(':')).and_then(|f| f.parse().ok()) else {
+            continue;
+        };
+        let mut counts = vec![None; width];
+        for (cpu, field) in cpus.iter().zip(fields.by_ref()) {
+            counts[*cpu] = field.parse().ok();
+        }
+        let rest: Vec<&str> = fields.collect();
+        let chip = rest.first().copied().unwrap_or_default().to_string();
+        let xen = chip.starts_with("xen-");
+        let port = if xen { rest.get(1).and_then(|f| f.parse().ok()) } else { None };
+        // A Xen IRQ's flow ("-event", "-edge") comes before its handlers'
+        // names, which may hold spaces and commas; elsewhere the last field.
+        let name = match rest.iter().position(|f| f.starts_with('-')) {
+            Some(flow) if xen => rest[flow + 1..].join(" "),
+            _ if rest.len() > 1 => rest.last().copied().unwrap_or_default().to_string(),
+            _ => String::new(),
+        };
+        rows.push(IrqRow { irq, counts, chip, port, name });
     }
-    Ok(IrqRow { irq, counts })
+    Ok(rows)
+}
+
+/// The /proc/interrupts row whose name (last field) is `name`.
+pub fn irq_row(name: &str) -> io::Result<IrqRow> {
+    interrupts()?
+        .into_iter()
+        .find(|r| r.name == name)
+        .ok_or_else(|| io::Error::other(format!("{name} not in /proc/interrupts")))
 }
 
 /// Write `/proc/irq/N/smp_affinity` (a hex CPU mask).
@@ -101,7 +130,7 @@ pub const BAD_LOG_LINES: [&str; 5] =
 
 #[cfg(test)]
 mod tests {
-    use super::parse_cpu_list;
+    use super::*;
 
     #[test]
     fn cpu_lists_parse_as_linux_prints_them() {
@@ -110,5 +139,24 @@ mod tests {
         assert_eq!(parse_cpu_list("0,2-3"), Some(0b1101));
         assert_eq!(parse_cpu_list("3-1"), None);
         assert_eq!(parse_cpu_list("x"), None);
+    }
+
+    #[test]
+    fn xen_rows_give_their_port_when_the_kernel_shows_it() {
+        let text = "           CPU0       CPU1       CPU3\n\
+            \x20 24:        5          0          7   xen-dyn    17    -event     evtchn:evr-rx\n\
+            \x20 25:        1          2          3   xen-dyn        -event     xenbus\n\
+            \x20 30:        9          0          0   xen-pirq   40    -ioapic-level  ata_piix, uhci_hcd:usb1\n\
+            \x20 31:        0          0          0   xen-dyn    41    -event\n\
+            \x20  0:       30          0          0   IO-APIC   2-edge      timer\n\
+            NMI:          0          0          0   Non-maskable interrupts\n";
+        let rows = parse_interrupts(text).unwrap();
+        assert_eq!(rows.len(), 5);
+        assert_eq!((rows[0].irq, rows[0].port, rows[0].name.as_str()), (24, Some(17), "evtchn:evr-rx"));
+        assert_eq!(rows[0].counts, [Some(5), Some(0), None, Some(7)]);
+        assert_eq!((rows[1].chip.as_str(), rows[1].port), ("xen-dyn", None));
+        assert_eq!((rows[2].port, rows[2].name.as_str()), (Some(40), "ata_piix, uhci_hcd:usb1"));
+        assert_eq!((rows[3].port, rows[3].name.as_str()), (Some(41), ""));
+        assert_eq!((rows[4].chip.as_str(), rows[4].port, rows[4].name.as_str()), ("IO-APIC", None, "timer"));
     }
 }

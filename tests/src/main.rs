@@ -10,18 +10,18 @@
 //! interrupt), and the fallbacks `compat-unpatched`, `compat-off`,
 //! `compat-fifo0`, `compat-sets0`.
 
+mod ctl;
 mod disk;
 mod domu;
 mod echo;
 mod guest;
-mod linux;
 mod notify;
-mod xen;
 mod xenstat;
 mod xenstore;
 
 use evroute_model::abi::EvtchnSetVcpuSet;
 use evroute_model::fairness::jain;
+use evroute_tests::{linux, xen};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use xen::{irq_counts, pin, Evtchn, Privcmd};
@@ -132,6 +132,7 @@ fn guest_mode(pc: &Privcmd, mode: &str, logged: &str) -> bool {
             ok &= guest::hotplug(pc);
             ok &= guest::affinity_storm();
             ok &= disk::disk(pc, "credit2");
+            ok &= ctl::evtchnctl(pc);
         }
         "guest-credit1" => ok &= disk::disk(pc, "credit1"),
         _ => ok &= guest::compat(pc, mode),

@@ -33,6 +33,40 @@ fn last_errno() -> i32 {
 
 pub struct Privcmd(File);
 
+/// A channel as `EVTCHNOP_status` describes it.
+#[derive(Clone, Copy, Debug)]
+pub struct Channel {
+    /// `EVTCHNSTAT_*`.
+    pub state: u32,
+    /// The vCPU Xen keeps it bound to.
+    pub vcpu: u32,
+    /// Unbound: the domain allowed to bind it; interdomain: domain and port.
+    pub remote: Option<(u16, Option<u32>)>,
+    pub pirq: Option<u32>,
+    pub virq: Option<u32>,
+}
+
+impl Channel {
+    /// The state's name, and what it is bound to.
+    pub fn kind(&self) -> String {
+        match (self.state, self.remote, self.pirq, self.virq) {
+            (xs::EVTCHNSTAT_unbound, Some((d, _)), _, _) => format!("unbound (dom {d})"),
+            (xs::EVTCHNSTAT_interdomain, Some((d, Some(p))), _, _) => format!("interdomain (dom {d} port {p})"),
+            (xs::EVTCHNSTAT_pirq, _, Some(p), _) => format!("pirq {p}"),
+            (xs::EVTCHNSTAT_virq, _, _, Some(v)) => format!("virq {v}"),
+            (xs::EVTCHNSTAT_ipi, ..) => "ipi".into(),
+            (xs::EVTCHNSTAT_closed, ..) => "closed".into(),
+            (s, ..) => format!("state {s}"),
+        }
+    }
+}
+
+impl evroute_guest::SetVcpuSetOp for Privcmd {
+    unsafe fn set_vcpu_set_op(&self, op: &mut evroute_guest::abi::EvtchnSetVcpuSet) -> Result<(), i32> {
+        self.evtchn_op(evroute_guest::abi::EVTCHNOP_SET_VCPU_SET, op)
+    }
+}
+
 impl Privcmd {
     pub fn open() -> io::Result<Self> {
         Ok(Privcmd(OpenOptions::new().read(true).write(true).open("/dev/xen/privcmd")?))
@@ -116,31 +150,46 @@ impl Privcmd {
         self.evtchn_op(xs::EVTCHNOP_alloc_unbound, &mut op).map(|()| op.port)
     }
 
-    /// The vCPU a channel of dom0 is bound to (`EVTCHNOP_status`).
-    pub fn bound_vcpu(&self, port: u32) -> Result<u32, i32> {
+    /// `EVTCHNOP_status` of a channel of ours, as Xen fills it.
+    fn status_raw(&self, port: u32) -> Result<xs::evtchn_status, i32> {
         // SAFETY: evtchn_status is plain old data; all-zero is valid.
         let mut op: xs::evtchn_status = unsafe { std::mem::zeroed() };
         op.dom = DOMID_SELF;
         op.port = port;
-        self.evtchn_op(xs::EVTCHNOP_status, &mut op).map(|()| op.vcpu)
+        self.evtchn_op(xs::EVTCHNOP_status, &mut op).map(|()| op)
+    }
+
+    /// The vCPU a channel of ours is bound to (`EVTCHNOP_status`).
+    pub fn bound_vcpu(&self, port: u32) -> Result<u32, i32> {
+        self.status_raw(port).map(|op| op.vcpu)
     }
 
     /// `EVTCHNOP_status` of a channel of ours: its state (`EVTCHNSTAT_*`)
     /// and, unbound or interdomain, the remote domain.
     pub fn status(&self, port: u32) -> Result<(u32, Option<u16>), i32> {
-        // SAFETY: evtchn_status is plain old data; all-zero is valid.
-        let mut op: xs::evtchn_status = unsafe { std::mem::zeroed() };
-        op.dom = DOMID_SELF;
-        op.port = port;
-        self.evtchn_op(xs::EVTCHNOP_status, &mut op)?;
-        let remote = match op.status {
+        let c = self.channel(port)?;
+        Ok((c.state, c.remote.map(|(dom, _)| dom)))
+    }
+
+    /// What Xen says of a channel of ours.
+    pub fn channel(&self, port: u32) -> Result<Channel, i32> {
+        let op = self.status_raw(port)?;
+        let mut c = Channel { state: op.status, vcpu: op.vcpu, remote: None, pirq: None, virq: None };
+        match op.status {
             // SAFETY: Xen filled the union member its status names.
-            xs::EVTCHNSTAT_unbound => Some(unsafe { op.u.unbound.dom }),
+            xs::EVTCHNSTAT_unbound => c.remote = Some((unsafe { op.u.unbound.dom }, None)),
+            xs::EVTCHNSTAT_interdomain => {
+                // SAFETY: as above.
+                let i = unsafe { op.u.interdomain };
+                c.remote = Some((i.dom, Some(i.port)));
+            }
             // SAFETY: as above.
-            xs::EVTCHNSTAT_interdomain => Some(unsafe { op.u.interdomain.dom }),
-            _ => None,
-        };
-        Ok((op.status, remote))
+            xs::EVTCHNSTAT_pirq => c.pirq = Some(unsafe { op.u.pirq }),
+            // SAFETY: as above.
+            xs::EVTCHNSTAT_virq => c.virq = Some(unsafe { op.u.virq }),
+            _ => {}
+        }
+        Ok(c)
     }
 
     /// `EVTCHNOP_send` straight to Xen: its answer, which Linux's notify

@@ -1,6 +1,8 @@
-//! The four C memory functions the compiler calls, which a freestanding
-//! guest has no libc to take from. In assembly (`rep movsb`/`stosb`): a
-//! Rust loop here could be turned back into a call to itself.
+//! The C memory functions the compiler calls, which a freestanding guest
+//! has no libc to take from. Copies and fills in assembly (`rep movsb`,
+//! `rep stosb`): a Rust loop there could be turned back into a call to
+//! itself. The comparison is a plain loop, which LLVM does not turn into
+//! `memcmp`.
 
 use core::arch::asm;
 

@@ -110,6 +110,32 @@ impl Memory {
     }
 }
 
+/// Xen's system time (ns since boot) as `vcpu` sees it: its
+/// `vcpu_time_info` in shared info, extrapolated with the TSC.
+pub fn now_ns(vcpu: u32) -> u64 {
+    assert!((vcpu as usize) < NR_VCPUS);
+    let t = (SHARED_INFO.addr() + 64 * u64::from(vcpu) + 32) as *const u8;
+    loop {
+        // SAFETY: vcpu_info[vcpu].time (struct vcpu_time_info) sits at
+        // offset 32 of the vCPU's 64 bytes in the mapped shared-info page;
+        // Xen updates it under the version, which is read around the fields.
+        unsafe {
+            let version = core::ptr::read_volatile(t as *const u32);
+            core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
+            let tsc_stamp = core::ptr::read_volatile(t.add(8) as *const u64);
+            let system = core::ptr::read_volatile(t.add(16) as *const u64);
+            let mul = core::ptr::read_volatile(t.add(24) as *const u32);
+            let shift = core::ptr::read_volatile(t.add(28) as *const i8);
+            core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
+            if version & 1 == 0 && version == core::ptr::read_volatile(t as *const u32) {
+                let mut delta = core::arch::x86_64::_rdtsc().wrapping_sub(tsc_stamp);
+                delta = if shift < 0 { delta >> -shift } else { delta << shift };
+                return system + ((u128::from(delta) * u128::from(mul)) >> 32) as u64;
+            }
+        }
+    }
+}
+
 /// Present | writable | accessed | dirty.
 const PTE_RW: u64 = 0x63;
 

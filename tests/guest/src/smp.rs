@@ -5,10 +5,12 @@
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use evroute_guest::{Consumer, Faults};
 
-use crate::pages::{Memory, Page, Shared, NR_PORTS, NR_VCPUS};
+use crate::pages::{now_ns, Memory, Page, Shared, NR_PORTS, NR_VCPUS};
 use crate::xen;
 
 const STACK_PAGES: usize = 4;
+/// How long a sender waits to see the receiving vCPU blocked.
+const BLOCKED_WAIT_NS: u64 = 2_000_000_000;
 static STACKS: [[Page; STACK_PAGES]; NR_VCPUS] = [const { [const { Page::new() }; STACK_PAGES] }; NR_VCPUS];
 
 /// One vCPU's mailbox. SeqCst throughout: a handful of operations per
@@ -18,6 +20,8 @@ pub struct Mailbox {
     send: [AtomicU32; 2],
     /// 1 + the vCPU that must be blocked before the sends (0: send at once).
     after_blocked: AtomicU32,
+    /// The last sends went out without seeing that vCPU blocked (time-out).
+    not_blocked: AtomicBool,
     /// Bumped by the owner after each batch of sends.
     sent: AtomicU32,
     /// The owner drains its queues while this is set (it has a control block).
@@ -33,6 +37,7 @@ impl Mailbox {
         Mailbox {
             send: [const { AtomicU32::new(0) }; 2],
             after_blocked: AtomicU32::new(0),
+            not_blocked: AtomicBool::new(false),
             sent: AtomicU32::new(0),
             consume: AtomicBool::new(false),
             handled: [const { AtomicU32::new(0) }; 64],
@@ -52,6 +57,12 @@ pub fn post_send(vcpu: u32, blocked: Option<u32>, first: u32, then: u32) -> u32 
     m.send[1].store(then, Ordering::SeqCst);
     m.send[0].store(first, Ordering::SeqCst);
     ticket
+}
+
+/// Whether `vcpu`'s last sends had to go out before it saw the vCPU it
+/// waited for blocked.
+pub fn sent_unblocked(vcpu: u32) -> bool {
+    MAILBOX[vcpu as usize].not_blocked.load(Ordering::SeqCst)
 }
 
 /// Whether `vcpu` made the sends of `ticket`.
@@ -109,10 +120,14 @@ extern "C" fn secondary_main(vcpu: u64) -> ! {
         if port != 0 {
             let then = m.send[1].swap(0, Ordering::SeqCst);
             if let Some(b) = m.after_blocked.load(Ordering::SeqCst).checked_sub(1) {
-                // The event must find vCPU `b` blocked, not about to block.
-                while xen::runstate(b) != Ok(xen::RUNSTATE_BLOCKED) {
-                    core::hint::spin_loop();
+                // The event must find vCPU `b` blocked, not about to block;
+                // give up after a while, and say so, rather than hang.
+                let deadline = now_ns(vcpu) + BLOCKED_WAIT_NS;
+                let mut blocked = false;
+                while !blocked && now_ns(vcpu) < deadline {
+                    blocked = xen::runstate(b) == Ok(xen::RUNSTATE_BLOCKED);
                 }
+                m.not_blocked.store(!blocked, Ordering::SeqCst);
             }
             for p in [port, then].into_iter().filter(|&p| p != 0) {
                 let mut op = xen_sys::evtchn_send { port: p };

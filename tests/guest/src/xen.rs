@@ -144,38 +144,87 @@ fn answer(ret: i64) -> Result<(), i32> {
     }
 }
 
+/// An argument Xen reads and writes only in place: it holds no address
+/// Xen would read or write through, so a borrow of it is all a call needs.
+///
+/// # Safety
+/// Implement only for structs without such an address.
+pub unsafe trait InPlace {}
+
+// SAFETY: each holds ports, domain and vCPU ids, frame numbers, a reason,
+// or a vCPU's registers (addresses it will run at, never accessed by Xen).
+unsafe impl InPlace for () {}
+// SAFETY: as above.
+unsafe impl InPlace for xen_sys::evtchn_alloc_unbound {}
+// SAFETY: as above.
+unsafe impl InPlace for xen_sys::evtchn_bind_interdomain {}
+// SAFETY: as above.
+unsafe impl InPlace for xen_sys::evtchn_bind_ipi {}
+// SAFETY: as above.
+unsafe impl InPlace for xen_sys::evtchn_bind_virq {}
+// SAFETY: as above.
+unsafe impl InPlace for xen_sys::evtchn_close {}
+// SAFETY: as above.
+unsafe impl InPlace for xen_sys::evtchn_send {}
+// SAFETY: as above.
+unsafe impl InPlace for xen_sys::evtchn_init_control {}
+// SAFETY: as above.
+unsafe impl InPlace for xen_sys::evtchn_expand_array {}
+// SAFETY: as above.
+unsafe impl InPlace for xen_sys::sched_shutdown {}
+// SAFETY: as above.
+unsafe impl InPlace for xen_sys::vcpu_guest_context {}
+// SAFETY: as above.
+unsafe impl InPlace for RunstateInfo {}
+
 /// `HYPERVISOR_event_channel_op(cmd, arg)`.
-pub fn evtchn_op<T>(cmd: u32, arg: &mut T) -> Result<(), i32> {
-    // SAFETY: `arg` is the struct `cmd` reads and writes, borrowed for the call.
+pub fn evtchn_op<T: InPlace>(cmd: u32, arg: &mut T) -> Result<(), i32> {
+    // SAFETY: `arg` is borrowed for the call and holds no other address.
+    unsafe { evtchn_op_raw(cmd, arg) }
+}
+
+/// `HYPERVISOR_event_channel_op(cmd, arg)` with an argument that may hold
+/// addresses.
+///
+/// # Safety
+/// Every address in `arg` must be valid for what `cmd` does with it, or
+/// one Xen must refuse (the cases' hostile bitmaps).
+pub unsafe fn evtchn_op_raw<T>(cmd: u32, arg: &mut T) -> Result<(), i32> {
+    // SAFETY: `arg` is borrowed for the call; the caller vouches for the rest.
     answer(unsafe { hypercall(xen_sys::__HYPERVISOR_event_channel_op, cmd.into(), arg as *mut T as u64, 0, 0, 0) })
 }
 
 /// `HYPERVISOR_sched_op(cmd, arg)`.
-pub fn sched_op<T>(cmd: u32, arg: &mut T) -> Result<(), i32> {
-    // SAFETY: as evtchn_op.
+///
+/// # Safety
+/// As [`evtchn_op_raw`].
+unsafe fn sched_op<T>(cmd: u32, arg: &mut T) -> Result<(), i32> {
+    // SAFETY: as evtchn_op_raw.
     answer(unsafe { hypercall(xen_sys::__HYPERVISOR_sched_op, cmd.into(), arg as *mut T as u64, 0, 0, 0) })
 }
 
 /// `HYPERVISOR_vcpu_op(cmd, vcpu, arg)`.
-pub fn vcpu_op<T>(cmd: u32, vcpu: u32, arg: &mut T) -> Result<(), i32> {
-    // SAFETY: as evtchn_op.
+pub fn vcpu_op<T: InPlace>(cmd: u32, vcpu: u32, arg: &mut T) -> Result<(), i32> {
+    // SAFETY: `arg` is borrowed for the call and holds no other address.
     answer(unsafe { hypercall(xen_sys::__HYPERVISOR_vcpu_op, cmd.into(), vcpu.into(), arg as *mut T as u64, 0, 0) })
+}
+
+/// `struct vcpu_runstate_info` (vcpu.h).
+#[repr(C)]
+pub struct RunstateInfo {
+    state: i32,
+    state_entry_time: u64,
+    time: [u64; 4],
 }
 
 /// `VCPUOP_get_runstate_info`: the state (`RUNSTATE_*`) `vcpu` is in now.
 pub fn runstate(vcpu: u32) -> Result<i32, i32> {
-    #[repr(C)]
-    struct RunstateInfo {
-        state: i32,
-        state_entry_time: u64,
-        time: [u64; 4],
-    }
     let mut info = RunstateInfo { state: -1, state_entry_time: 0, time: [0; 4] };
     vcpu_op(VCPUOP_GET_RUNSTATE_INFO, vcpu, &mut info).map(|()| info.state)
 }
 
-/// Maps `va` to machine address `maddr` with `flags` (a PTE's low bits),
-/// or unmaps it with `pte == 0`.
+/// Makes `pte` (a machine address with a PTE's low bits) the mapping of
+/// `va`, or unmaps `va` with `pte == 0`.
 ///
 /// # Safety
 /// Nothing may use the old mapping of `va` afterwards.
@@ -186,48 +235,77 @@ pub unsafe fn update_va_mapping(va: u64, pte: u64) -> Result<(), i32> {
 
 /// `SCHEDOP_yield`: let another vCPU run on this pCPU.
 pub fn yield_now() {
-    let _ = sched_op(xen_sys::SCHEDOP_yield, &mut ());
+    // SAFETY: SCHEDOP_yield reads no argument.
+    let _ = unsafe { sched_op(xen_sys::SCHEDOP_yield, &mut ()) };
 }
 
-/// `SCHEDOP_poll` on `ports`, no time-out: returns once one is pending, or
-/// when an event is raised for this vCPU.
-pub fn poll(ports: &[u32]) -> Result<(), i32> {
+/// `SCHEDOP_poll` on `ports` until Xen's system time `deadline` (ns):
+/// returns once one is pending, an event is raised for this vCPU, or then.
+pub fn poll(ports: &[u32], deadline: u64) -> Result<(), i32> {
     #[repr(C)]
     struct SchedPoll {
         ports: u64,
         nr_ports: u32,
         timeout: u64,
     }
-    let mut sp = SchedPoll { ports: ports.as_ptr() as u64, nr_ports: ports.len() as u32, timeout: 0 };
-    sched_op(xen_sys::SCHEDOP_poll, &mut sp)
+    let mut sp = SchedPoll { ports: ports.as_ptr() as u64, nr_ports: ports.len() as u32, timeout: deadline };
+    // SAFETY: `sp.ports` is `ports`, borrowed for the call, `nr_ports` long.
+    unsafe { sched_op(xen_sys::SCHEDOP_poll, &mut sp) }
 }
 
 /// The machine stops: Xen reboots, which ends QEMU (`-no-reboot`).
 pub fn shutdown(reason: u32) -> ! {
     let mut arg = xen_sys::sched_shutdown { reason };
     loop {
-        let _ = sched_op(xen_sys::SCHEDOP_shutdown, &mut arg);
+        // SAFETY: sched_shutdown holds only the reason.
+        let _ = unsafe { sched_op(xen_sys::SCHEDOP_shutdown, &mut arg) };
     }
 }
 
-/// Xen's console (`CONSOLEIO_write`): the serial log the harness reads.
-pub struct Console;
+/// Writes `bytes` to Xen's console (`CONSOLEIO_write`).
+fn console_write(bytes: &[u8]) {
+    for chunk in bytes.chunks(1024) {
+        // SAFETY: Xen reads `chunk.len()` bytes from `chunk`.
+        unsafe {
+            hypercall(
+                xen_sys::__HYPERVISOR_console_io,
+                xen_sys::CONSOLEIO_write.into(),
+                chunk.len() as u64,
+                chunk.as_ptr() as u64,
+                0,
+                0,
+            )
+        };
+    }
+}
 
-impl fmt::Write for Console {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        for chunk in s.as_bytes().chunks(1024) {
-            // SAFETY: Xen reads `chunk.len()` bytes from `chunk`.
-            unsafe {
-                hypercall(
-                    xen_sys::__HYPERVISOR_console_io,
-                    xen_sys::CONSOLEIO_write.into(),
-                    chunk.len() as u64,
-                    chunk.as_ptr() as u64,
-                    0,
-                    0,
-                )
-            };
+/// One line for Xen's console, gathered on the stack and written at once,
+/// so that Xen's own messages cannot land inside a verdict line.
+pub struct Line {
+    buf: [u8; 2048],
+    len: usize,
+}
+
+impl Line {
+    pub const fn new() -> Self {
+        Line { buf: [0; 2048], len: 0 }
+    }
+
+    /// Writes the line (cut at 2 KiB), then a newline.
+    pub fn finish(mut self) {
+        if self.len == self.buf.len() {
+            self.len -= 1;
         }
+        self.buf[self.len] = b'\n';
+        console_write(&self.buf[..=self.len]);
+    }
+}
+
+impl fmt::Write for Line {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let n = s.len().min(self.buf.len() - self.len);
+        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+        self.len += n;
         Ok(())
     }
 }
@@ -237,6 +315,8 @@ impl fmt::Write for Console {
 macro_rules! say {
     ($($arg:tt)*) => {{
         use core::fmt::Write as _;
-        let _ = writeln!($crate::xen::Console, $($arg)*);
+        let mut line = $crate::xen::Line::new();
+        let _ = write!(line, $($arg)*);
+        line.finish();
     }};
 }
