@@ -14,6 +14,7 @@
 //! what was left on its queue.
 
 use crate::abi::{Port, SharedEvents};
+use evroute_guest::VcpuSet;
 use crate::bugs::{Bug, Bugs};
 use crate::guest::{self, Consumer};
 use crate::hypervisor::{Hypervisor, RunState};
@@ -319,12 +320,13 @@ impl Linux {
             set = d.affinity;
         }
         if set.count_ones() >= 2 {
-            let mut bytes = [0u8; 8];
-            for cpu in (0..self.nr_cpus()).filter(|c| set >> c & 1 == 1) {
-                let id = if self.bugs.has(Bug::SetFromLinuxCpuNumbers) { cpu } else { self.vcpu_of(cpu) };
-                bytes[id as usize / 8] |= 1 << (id % 8);
-            }
-            if hv.set_vcpu_set(self.irq.port, 64, Some(&bytes)).is_ok() {
+            // The guest library's conversion, CPU numbers to Xen vCPU ids.
+            let cpus = (0..self.nr_cpus()).filter(|c| set >> c & 1 == 1);
+            let vcpus = VcpuSet::from_cpus(cpus, |cpu| {
+                Some(if self.bugs.has(Bug::SetFromLinuxCpuNumbers) { cpu } else { self.vcpu_of(cpu) })
+            })
+            .expect("every CPU has a vCPU id below 8192");
+            if hv.set_vcpu_set(self.irq.port, vcpus.nr_bits(), Some(vcpus.as_bytes())).is_ok() {
                 // Xen keeps the bound vCPU if it is in the set, else binds
                 // the set's lowest vCPU id.
                 if set >> d.bound_cpu & 1 == 0 {
