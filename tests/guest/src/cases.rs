@@ -28,6 +28,15 @@ const ROUNDS: u32 = 20;
 /// How long one event's round may take, in Xen's ns (a round takes milliseconds under TCG).
 const ROUND_NS: u64 = 1_000_000_000;
 
+/// Random argument sets.
+const RANDOM_CALLS: u32 = 10_000;
+
+static ONES: [u8; 1024] = [0x01; 1024];
+static ALL: [u8; 1024] = [0xff; 1024];
+static ZEROS: [u8; 1024] = [0; 1024];
+/// vCPU 4: the first id past the domain's four.
+static FOUR: [u8; 1] = [0x10];
+
 /// What went wrong in a case's rounds.
 #[derive(Default, Debug)]
 struct Tally {
@@ -53,14 +62,6 @@ enum Round {
     /// vCPU 1 did not send in time.
     Stuck,
 }
-/// Random argument sets.
-const RANDOM_CALLS: u32 = 10_000;
-
-static ONES: [u8; 1024] = [0x01; 1024];
-static ALL: [u8; 1024] = [0xff; 1024];
-static ZEROS: [u8; 1024] = [0; 1024];
-/// vCPU 4: the first id past the domain's four.
-static FOUR: [u8; 1] = [0x10];
 
 /// The hypercall as `evroute-guest` makes it.
 struct Xen;
