@@ -14,11 +14,11 @@
 //! what was left on its queue.
 
 use crate::abi::{Port, SharedEvents};
-use evroute_guest::VcpuSet;
 use crate::bugs::{Bug, Bugs};
 use crate::guest::{self, Consumer};
 use crate::hypervisor::{Hypervisor, RunState};
 use crate::sync::{lock, AtomicU64, Mutex, Ordering};
+use evroute_guest::VcpuSet;
 
 /// `EVT_MASK_REASON_*`.
 pub const MASK_EXPLICIT: u8 = 0x01;
