@@ -13,7 +13,8 @@ pub struct IrqRow {
     /// The event channel's port, which a Xen IRQ shows after its chip's
     /// name on a kernel with the guest series (none on others).
     pub port: Option<u32>,
-    /// The handlers' names, as the last field shows them.
+    /// The handlers' names: for a Xen IRQ all that follows its flow
+    /// (`-event`), elsewhere the last field.
     pub name: String,
 }
 
@@ -27,10 +28,10 @@ impl IrqRow {
 /// Every numbered row of /proc/interrupts. The header names the CPUs
 /// shown: offline CPUs have no column.
 pub fn interrupts() -> io::Result<Vec<IrqRow>> {
-    parse_interrupts(&std::fs::read_to_string("/proc/interrupts")?)
+    Ok(parse_interrupts(&std::fs::read_to_string("/proc/interrupts")?))
 }
 
-pub fn parse_interrupts(text: &str) -> io::Result<Vec<IrqRow>> {
+pub fn parse_interrupts(text: &str) -> Vec<IrqRow> {
     let mut lines = text.lines();
     let cpus: Vec<usize> = lines
         .next()
@@ -63,10 +64,10 @@ pub fn parse_interrupts(text: &str) -> io::Result<Vec<IrqRow>> {
         };
         rows.push(IrqRow { irq, counts, chip, port, name });
     }
-    Ok(rows)
+    rows
 }
 
-/// The /proc/interrupts row whose name (last field) is `name`.
+/// The /proc/interrupts row whose handlers' names are `name`.
 pub fn irq_row(name: &str) -> io::Result<IrqRow> {
     interrupts()?
         .into_iter()
@@ -150,7 +151,7 @@ mod tests {
             \x20 31:        0          0          0   xen-dyn    41    -event\n\
             \x20  0:       30          0          0   IO-APIC   2-edge      timer\n\
             NMI:          0          0          0   Non-maskable interrupts\n";
-        let rows = parse_interrupts(text).unwrap();
+        let rows = parse_interrupts(text);
         assert_eq!(rows.len(), 5);
         assert_eq!((rows[0].irq, rows[0].port, rows[0].name.as_str()), (24, Some(17), "evtchn:evr-rx"));
         assert_eq!(rows[0].counts, [Some(5), Some(0), None, Some(7)]);

@@ -220,8 +220,8 @@ pub fn main(args: &Args) -> Result<(), String> {
 
     // The two hypervisors: Debian's source, patched and as shipped; or the
     // image given.
-    let (patched, pristine) = match &args.xen {
-        Some(image) => (image.clone(), None),
+    let (patched, patched_tree, pristine) = match &args.xen {
+        Some(image) => (image.clone(), None, None),
         None => {
             let patched = xen::prepare(&mut steps)?;
             xen::build(&mut steps, &patched)?;
@@ -229,17 +229,16 @@ pub fn main(args: &Args) -> Result<(), String> {
             if boots.iter().any(|b| b.xen == Debian) {
                 xen::build(&mut steps, &pristine)?;
             }
-            (patched.src.join("xen/xen"), Some(pristine.src.join("xen/xen")))
+            (patched.src.join("xen/xen"), Some(patched), Some(pristine.src.join("xen/xen")))
         }
     };
 
+    // Each a copy of the patched tree just built, with one check undone.
     let mut broken = BTreeMap::new();
-    if boots.iter().any(|b| b.broken.is_some()) {
-        let tree = xen::prepare(&mut steps)?;
-        for name in boots.iter().filter_map(|b| b.broken) {
-            let spec = test_guest::BROKEN.iter().find(|x| x.name == name).ok_or(format!("no broken Xen '{name}'"))?;
-            broken.insert(name, (spec, spec.build(&mut steps, &tree)?));
-        }
+    for name in boots.iter().filter_map(|b| b.broken) {
+        let tree = patched_tree.as_ref().expect("--xen is refused above for the broken Xens' boots");
+        let spec = test_guest::BROKEN.iter().find(|x| x.name == name).ok_or(format!("no broken Xen '{name}'"))?;
+        broken.insert(name, (spec, spec.build(&mut steps, tree)?));
     }
     let guest = if boots.iter().any(|b| b.kernel == TestGuest) { Some(test_guest::build(&mut steps)?) } else { None };
 

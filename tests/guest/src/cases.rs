@@ -8,6 +8,7 @@
 
 use core::fmt;
 use evroute_guest::abi::{errno, EvtchnSetVcpuSet, EVTCHNOP_SET_VCPU_SET, EVTCHN_VCPU_SET_GET, MAX_VCPUS};
+use evroute_guest::vcpu_set::SetError;
 use evroute_guest::{Consumer, Faults, SetVcpuSetOp, VcpuSet};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -88,6 +89,15 @@ unsafe fn raw(port: u32, flags: u32, nr_bits: u32, pad: u32, bitmap: u64) -> Res
     unsafe { xen::evtchn_op_raw(EVTCHNOP_SET_VCPU_SET, &mut op) }.map(|()| op.nr_bits)
 }
 
+/// Xen's errno of a refused call; -1 for what the library refused itself
+/// (the cases only give it sets it accepts).
+fn errno_of(e: SetError) -> i32 {
+    match e {
+        SetError::Xen(e) => e,
+        _ => -1,
+    }
+}
+
 fn addr(b: &[u8]) -> u64 {
     b.as_ptr() as u64
 }
@@ -160,17 +170,11 @@ impl<'m> Run<'m> {
 
     fn get(&self, port: u32) -> Result<VcpuSet, i32> {
         let mut s = VcpuSet::new();
-        s.fetch(&Xen, port).map(|_| s).map_err(|e| match e {
-            evroute_guest::vcpu_set::SetError::Xen(e) => e,
-            _ => -1,
-        })
+        s.fetch(&Xen, port).map(|_| s).map_err(errno_of)
     }
 
     fn give(&self, port: u32, set: &VcpuSet) -> Result<(), i32> {
-        set.give(&Xen, port, NR_VCPUS as u32).map_err(|e| match e {
-            evroute_guest::vcpu_set::SetError::Xen(e) => e,
-            _ => -1,
-        })
+        set.give(&Xen, port, NR_VCPUS as u32).map_err(errno_of)
     }
 
     /// vCPU 0 drains its own queues; returns how many events it handled.
